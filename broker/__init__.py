@@ -1,0 +1,78 @@
+"""broker: a presigned-URL broker. ``create_app`` wires config, stores, blueprints, errors."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+
+from flask import Flask, request
+
+from .config import Clock, ConfigError
+
+__version__ = "0.1.0"
+
+
+def create_app(
+    overrides: Mapping[str, str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    clock: Clock | None = None,
+) -> Flask:
+    """Build the WSGI app from the environment (``overrides`` win; tests pass them)."""
+    from flask_cors import CORS
+
+    from . import api, errors, metrics
+    from .config import Settings
+    from .db import Database, MetadataStore
+    from .service import Broker
+    from .storage import build_storage
+
+    env = dict(os.environ if environ is None else environ)
+    env.update(overrides or {})
+    settings = Settings.from_env(env)
+    logging.getLogger("broker").setLevel(settings.log_level)
+    clock = clock or time.time
+
+    database = Database(settings.database_url)
+    if settings.auto_migrate:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        database.upgrade()
+    elif not database.is_current():
+        raise ConfigError(
+            "the database schema is not at the newest migration; run `broker db upgrade`"
+        )
+
+    def base_url() -> str:
+        # Signed blob URLs must point at the broker as clients reach it.
+        return settings.public_url or request.host_url.rstrip("/")
+
+    storage = build_storage(settings, clock=clock, base_url=base_url)
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_json_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["broker"] = Broker(settings, MetadataStore(database), storage, clock)
+    app.extensions["broker.settings"] = settings
+    errors.init_app(app)
+    metrics.init_app(app)
+    api.init_app(app)
+    if settings.cors_origins:
+        CORS(
+            app,
+            resources={r"/v1/*": {"origins": list(settings.cors_origins)}},
+            expose_headers=["ETag", "X-Request-Id", "Location", "Idempotent-Replayed"],
+            allow_headers=[
+                "Authorization",
+                "x-api-key",
+                "Content-Type",
+                "Idempotency-Key",
+                "X-Request-Id",
+                "Range",
+                "If-None-Match",
+            ],
+            methods=["GET", "HEAD", "POST", "PUT", "DELETE"],
+            max_age=600,
+        )
+    return app

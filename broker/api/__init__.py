@@ -1,0 +1,83 @@
+"""HTTP layer: blueprints of thin views, request ids, and the helpers the views share."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from typing import Any, cast
+
+from flask import Flask, Response, current_app, g, request
+from marshmallow import Schema, ValidationError
+
+from ..errors import BrokerError, validation_error
+from ..models import Principal
+from ..service import Broker
+
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
+
+
+def service() -> Broker:
+    """The app's service layer."""
+    return cast(Broker, current_app.extensions["broker"])
+
+
+def principal() -> Principal:
+    """Who is calling: from ``Authorization: Bearer <key>`` or ``x-api-key``."""
+    found: Principal | None = g.get("principal")
+    if found is None:
+        presented = request.headers.get("x-api-key")
+        auth = request.headers.get("Authorization", "")
+        scheme, _, credentials = auth.partition(" ")
+        if scheme.lower() == "bearer" and credentials.strip():
+            presented = credentials.strip()
+        found = service().authenticate(presented)
+        g.principal = found
+    return found
+
+
+def json_body(schema: Schema, *, optional: bool = False) -> dict[str, Any]:
+    """Parse and validate a JSON body (400 when unparseable, 422 when invalid)."""
+    raw = request.get_data(cache=True)
+    if not raw.strip() and optional:
+        data: Any = {}
+    else:
+        if not request.is_json:
+            raise BrokerError(
+                "request.malformed", "Send a JSON body with Content-Type: application/json."
+            )
+        data = request.get_json(silent=True)
+        if data is None:
+            raise BrokerError("request.malformed", "The body is not valid JSON.")
+    if not isinstance(data, dict):
+        raise BrokerError("request.malformed", "The body must be a JSON object.")
+    return load(schema, data)
+
+
+def load(schema: Schema, data: Any) -> dict[str, Any]:
+    """Validate with a schema; 422 ``validation.failed`` with per-field messages."""
+    try:
+        loaded: dict[str, Any] = schema.load(data)
+    except ValidationError as exc:
+        messages = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
+        raise validation_error(messages) from exc
+    return loaded
+
+
+def _assign_request_id() -> None:
+    incoming = request.headers.get("X-Request-Id", "")
+    g.request_id = incoming if _REQUEST_ID_RE.match(incoming) else f"req_{secrets.token_hex(12)}"
+
+
+def _echo_request_id(response: Response) -> Response:
+    response.headers["X-Request-Id"] = g.get("request_id", "")
+    return response
+
+
+def init_app(app: Flask) -> None:
+    """Register every blueprint and the request-id hooks."""
+    from . import blobs, buckets, files, keys, meta
+
+    app.before_request(_assign_request_id)
+    app.after_request(_echo_request_id)
+    for module in (files, buckets, keys, blobs, meta):
+        app.register_blueprint(module.bp)

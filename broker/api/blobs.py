@@ -1,0 +1,68 @@
+"""``/v1/blobs/{token}``: the embedded store's own signed PUT and GET/HEAD endpoints."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify, request, send_file
+from werkzeug.exceptions import ClientDisconnected
+
+from ..errors import BrokerError
+from . import service
+
+bp = Blueprint("blobs", __name__, url_prefix="/v1/blobs")
+
+
+@bp.put("/<token>")
+def put(token: str) -> Response:
+    """Store the body if it is exactly what the token declares; otherwise keep nothing."""
+    # The signed size is this route's limit (enforced while streaming), not the JSON cap.
+    request.max_content_length = None
+    length = request.content_length
+    if length is None and not request.environ.get("wsgi.input_terminated"):
+        raise BrokerError("request.length_required")
+    try:
+        info = service().receive_blob(
+            token,
+            content_length=length,
+            content_type=request.headers.get("Content-Type"),
+            body=request.stream,
+        )
+    except ClientDisconnected:
+        raise BrokerError(
+            "upload.size_mismatch", "The body ended before Content-Length bytes arrived."
+        ) from None
+    response = jsonify({"etag": info.etag, "size": info.size, "sha256": info.sha256})
+    response.set_etag(info.etag)
+    return response
+
+
+@bp.after_request
+def _close_unread(response: Response) -> Response:
+    """A rejected PUT may leave body bytes unread: close rather than drain them."""
+    if request.method == "PUT" and response.status_code >= 400:
+        response.headers["Connection"] = "close"
+    return response
+
+
+@bp.get("/<token>")
+def get(token: str) -> Response:
+    """Serve the object (HEAD too), with Range, ETag and If-None-Match support."""
+    grant, found = service().locate_blob(token)
+    try:
+        response = send_file(
+            found.path,
+            mimetype=grant.content_type,
+            as_attachment=grant.attachment,
+            download_name=grant.filename,
+            conditional=True,
+            etag=found.info.etag,
+            last_modified=found.stored_at,
+        )
+    except FileNotFoundError:  # deleted between lookup and open
+        raise BrokerError("blob.not_found") from None
+    response.headers["Content-Type"] = grant.content_type  # exactly as declared, no charset added
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.cache_control.no_cache = None
+    response.cache_control.public = False
+    response.cache_control.private = True
+    response.cache_control.max_age = max(0, grant.expires_at - int(service().now()))
+    return response

@@ -1,0 +1,44 @@
+"""``/v1/buckets``: bucket policies, keyset-paginated listings, files by key."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify, request
+
+from ..schemas import BucketListSchema, FilePageSchema, FileSchema, ListQuerySchema
+from . import load, principal, service
+
+bp = Blueprint("buckets", __name__, url_prefix="/v1/buckets")
+_file = FileSchema()
+
+
+@bp.get("")
+def index() -> Response:
+    """Every bucket with its policy and the caller's live file count."""
+    return jsonify(
+        BucketListSchema().dump({"data": service().buckets(principal()), "has_more": False})
+    )
+
+
+@bp.get("/<bucket>/files")
+def files(bucket: str) -> Response:
+    """A page of files, newest first; follow ``next_cursor`` with ``after``."""
+    who = principal()
+    query = load(ListQuerySchema(), request.args.to_dict())
+    page = service().list_files(who, bucket, **query)
+    return jsonify(
+        FilePageSchema().dump(
+            {"data": page.files, "has_more": page.has_more, "next_cursor": page.next_cursor}
+        )
+    )
+
+
+@bp.get("/<bucket>/files/<path:key>")
+def get(bucket: str, key: str) -> Response:
+    """A file by its key (keys may contain '/')."""
+    return jsonify(_file.dump(service().get_by_key(principal(), bucket, key)))
+
+
+@bp.delete("/<bucket>/files/<path:key>")
+def delete(bucket: str, key: str) -> Response:
+    """Delete a file by its key."""
+    return jsonify(_file.dump(service().delete_by_key(principal(), bucket, key)))

@@ -1,0 +1,161 @@
+"""The ``broker`` command: serve, db upgrade, keys create|list|revoke."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from typing import Any
+
+import click
+
+from .config import ConfigError, Settings
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env(os.environ)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _service() -> Any:
+    from . import create_app
+
+    try:
+        app = create_app()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    return app.extensions["broker"]
+
+
+def _admin() -> Any:
+    from .models import Principal, Scope
+
+    return Principal(tenant="default", scopes=frozenset({Scope.ADMIN.value}), key_id="cli")
+
+
+def _echo(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2))
+
+
+@click.group()
+@click.version_option(package_name="broker")
+def main() -> None:
+    """broker: signed upload and download URLs for files in a blob store or S3."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@click.option("--port", type=int, default=None, help="Port (default: $PORT or 8000).")
+@click.option("--workers", type=int, default=None, help="Worker processes (default 2).")
+def serve(host: str, port: int | None, workers: int | None) -> None:
+    """Run the broker under gunicorn (gthread workers) with the bundled configuration."""
+    settings = _settings()
+    gunicorn = shutil.which("gunicorn") or os.path.join(os.path.dirname(sys.executable), "gunicorn")
+    argv = [
+        gunicorn,
+        "--config",
+        "python:broker.gunicorn_conf",
+        "--bind",
+        f"{host}:{port or settings.port}",
+    ]
+    if workers:
+        argv += ["--workers", str(workers)]
+    argv.append("broker.wsgi:app")
+    click.echo(
+        f"broker: serving on http://{host}:{port or settings.port} "
+        f"(storage={settings.storage}, data={settings.data_dir})",
+        err=True,
+    )
+    os.execv(argv[0], argv)  # noqa: S606  (replace this process: signals reach gunicorn)
+
+
+@main.group()
+def db() -> None:
+    """Metadata database schema."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every pending migration (the Procfile release step runs this)."""
+    from .db import Database
+
+    settings = _settings()
+    if settings.is_sqlite:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    database = Database(settings.database_url)
+    database.upgrade()
+    click.echo("database schema is up to date", err=True)
+
+
+@main.group()
+def keys() -> None:
+    """API keys (the CLI acts with admin rights on the configured database)."""
+
+
+@keys.command("create")
+@click.option("--tenant", required=True, help="Tenant the key belongs to.")
+@click.option("--name", default=None, help="A label for the key.")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    type=click.Choice(["files:read", "files:write", "admin"]),
+    help="Repeat for several; default files:read and files:write.",
+)
+def keys_create(tenant: str, name: str | None, scopes: tuple[str, ...]) -> None:
+    """Mint a key; it is printed once and stored hashed."""
+    from .api import load
+    from .schemas import KeyCreateSchema
+
+    data: dict[str, Any] = {"tenant": tenant, "name": name, "scopes": list(scopes) or None}
+    data = {k: v for k, v in data.items() if v is not None}
+    with _app_context() as service:
+        try:
+            body = load(KeyCreateSchema(), data)
+        except Exception as exc:
+            raise click.ClickException(
+                f"invalid key request: {getattr(exc, 'details', exc)}"
+            ) from exc
+        _echo(service.create_key(_admin(), body["tenant"], body.get("name"), body.get("scopes")))
+
+
+@keys.command("list")
+@click.option("--tenant", default=None, help="Only this tenant's keys.")
+def keys_list(tenant: str | None) -> None:
+    """List keys (never their secrets)."""
+    with _app_context() as service:
+        _echo(service.list_keys(_admin(), tenant))
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+def keys_revoke(key_id: str) -> None:
+    """Revoke a key by id."""
+    from .errors import BrokerError
+
+    with _app_context() as service:
+        try:
+            _echo(service.revoke_key(_admin(), key_id))
+        except BrokerError as exc:
+            raise click.ClickException(exc.message) from exc
+
+
+class _app_context:
+    """Build the app once and run a service call inside its context."""
+
+    def __enter__(self) -> Any:
+        from . import create_app
+
+        try:
+            self.app = create_app()
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from exc
+        self.ctx = self.app.app_context()
+        self.ctx.push()
+        return self.app.extensions["broker"]
+
+    def __exit__(self, *exc: object) -> None:
+        self.ctx.pop()

@@ -1,0 +1,273 @@
+"""Every setting of the broker: its environment variable, its default, its validation."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+TiB = 1024 * GiB
+
+Clock = Callable[[], float]
+"""Returns the current Unix time in seconds; injectable so tests can freeze it."""
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+"""Tenant and bucket names: lowercase, URL- and path-safe, at most 63 characters."""
+
+MIME_PATTERN_RE = re.compile(r"^(\*|[a-z0-9][a-z0-9!#$&^_.+-]*)/(\*|[a-z0-9][a-z0-9!#$&^_.+-]*)$")
+SECRET_FILE = "secret_key"  # noqa: S105  (a file name, not a secret)
+MIN_SECRET_LENGTH = 32
+MIN_ADMIN_KEY_LENGTH = 16
+
+
+class ConfigError(Exception):
+    """The environment does not describe a runnable broker; the message lists every problem."""
+
+
+@dataclass(frozen=True)
+class BucketPolicy:
+    """What a bucket accepts: size cap, MIME patterns, longest URL lifetime, multipart cut-over."""
+
+    name: str
+    max_size: int = 5 * GiB
+    allowed_mime_types: tuple[str, ...] = ("*/*",)
+    max_url_ttl: int = 3600
+    multipart_threshold: int = 100 * MiB
+
+    def allows(self, mime_type: str) -> bool:
+        """Whether a declared MIME type (parameters ignored) matches one of the patterns."""
+        base = mime_type.split(";", 1)[0].strip().lower()
+        kind, _, sub = base.partition("/")
+        for pattern in self.allowed_mime_types:
+            p_kind, _, p_sub = pattern.partition("/")
+            if p_kind in ("*", kind) and p_sub in ("*", sub):
+                return True
+        return False
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated configuration of one broker process."""
+
+    storage: Literal["local", "s3"]
+    data_dir: Path
+    database_url: str
+    secret_key: str
+    admin_key: str | None
+    public_url: str | None
+    buckets: Mapping[str, BucketPolicy]
+    s3_bucket: str | None
+    s3_endpoint_url: str | None
+    s3_region: str
+    cors_origins: tuple[str, ...]
+    allow_anonymous: bool
+    upload_ttl: int
+    download_ttl: int
+    max_json_bytes: int
+    auto_migrate: bool
+    port: int
+    log_level: str
+
+    @property
+    def is_sqlite(self) -> bool:
+        """Whether metadata lives in an SQLite file (single-host deployments)."""
+        return self.database_url.startswith("sqlite")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:  # noqa: PLR0912, PLR0915
+        """Read and validate every setting; raise ConfigError naming each bad variable."""
+        problems: list[str] = []
+
+        def text(name: str, default: str | None = None) -> str | None:
+            value = env.get(name, "").strip()
+            return value or default
+
+        def integer(name: str, default: int, minimum: int = 0) -> int:
+            raw = text(name)
+            if raw is None:
+                return default
+            try:
+                value = int(raw)
+            except ValueError:
+                problems.append(f"{name}={raw!r} is not an integer")
+                return default
+            if value < minimum:
+                problems.append(f"{name}={value} must be at least {minimum}")
+            return value
+
+        def boolean(name: str, default: bool) -> bool:
+            raw = text(name)
+            if raw is None:
+                return default
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            problems.append(f"{name}={raw!r} is not a boolean (use 1/0, true/false)")
+            return default
+
+        storage = text("BROKER_STORAGE", "local")
+        if storage not in ("local", "s3"):
+            problems.append(f"BROKER_STORAGE={storage!r} must be 'local' or 's3'")
+            storage = "local"
+
+        data_dir = Path(text("BROKER_DATA_DIR", "broker-data") or "broker-data").resolve()
+        database_url = text("BROKER_DATABASE_URL") or f"sqlite:///{data_dir / 'broker.sqlite3'}"
+        if not re.match(r"^(sqlite|postgresql)(\+\w+)?://", database_url):
+            problems.append("BROKER_DATABASE_URL must be a sqlite:/// or postgresql:// URL")
+        elif database_url.startswith("postgresql://"):
+            # psycopg 3 is the maintained driver; SQLAlchemy's bare scheme means psycopg2.
+            database_url = "postgresql+psycopg://" + database_url[len("postgresql://") :]
+
+        secret_key = text("BROKER_SECRET_KEY")
+        if secret_key is not None and len(secret_key) < MIN_SECRET_LENGTH:
+            problems.append(f"BROKER_SECRET_KEY must be at least {MIN_SECRET_LENGTH} characters")
+
+        admin_key = text("BROKER_ADMIN_KEY")
+        if admin_key is not None and len(admin_key) < MIN_ADMIN_KEY_LENGTH:
+            problems.append(f"BROKER_ADMIN_KEY must be at least {MIN_ADMIN_KEY_LENGTH} characters")
+
+        public_url = text("BROKER_PUBLIC_URL")
+        if public_url is not None:
+            if not re.match(r"^https?://[^/\s]+(/\S*)?$", public_url):
+                problems.append(f"BROKER_PUBLIC_URL={public_url!r} is not an http(s) URL")
+            public_url = public_url.rstrip("/")
+
+        buckets: Mapping[str, BucketPolicy] = {"default": BucketPolicy("default")}
+        buckets_path = text("BROKER_BUCKETS")
+        if buckets_path is not None:
+            try:
+                buckets = load_buckets(Path(buckets_path))
+            except ConfigError as exc:
+                problems.append(f"BROKER_BUCKETS: {exc}")
+
+        s3_bucket = text("BROKER_S3_BUCKET")
+        if storage == "s3" and s3_bucket is None:
+            problems.append("BROKER_S3_BUCKET is required when BROKER_STORAGE=s3")
+
+        origins = tuple(
+            o.strip().rstrip("/")
+            for o in env.get("BROKER_CORS_ORIGINS", "").split(",")
+            if o.strip()
+        )
+        for origin in origins:
+            if origin != "*" and not re.match(r"^https?://[^/\s]+$", origin):
+                problems.append(
+                    f"BROKER_CORS_ORIGINS entry {origin!r} is not an origin like https://app.example"
+                )
+
+        log_level = (text("BROKER_LOG_LEVEL", "INFO") or "INFO").upper()
+        if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            problems.append(f"BROKER_LOG_LEVEL={log_level!r} must be DEBUG, INFO, WARNING or ERROR")
+
+        settings = {
+            "storage": storage,
+            "data_dir": data_dir,
+            "database_url": database_url,
+            "admin_key": admin_key,
+            "public_url": public_url,
+            "buckets": buckets,
+            "s3_bucket": s3_bucket,
+            "s3_endpoint_url": text("BROKER_S3_ENDPOINT_URL"),
+            "s3_region": text("BROKER_S3_REGION", "us-east-1") or "us-east-1",
+            "cors_origins": origins,
+            "allow_anonymous": boolean("BROKER_ALLOW_ANONYMOUS", False),
+            "upload_ttl": integer("BROKER_UPLOAD_TTL", 900, minimum=1),
+            "download_ttl": integer("BROKER_DOWNLOAD_TTL", 300, minimum=1),
+            "max_json_bytes": integer("BROKER_MAX_JSON_BYTES", 1 * MiB, minimum=1024),
+            "auto_migrate": boolean("BROKER_AUTO_MIGRATE", database_url.startswith("sqlite")),
+            "port": integer("PORT", 8000, minimum=1),
+            "log_level": log_level,
+        }
+        if problems:
+            raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+        if secret_key is None:
+            secret_key = ensure_secret_key(data_dir)
+        return cls(secret_key=secret_key, **settings)  # type: ignore[arg-type]
+
+
+def load_buckets(path: Path) -> dict[str, BucketPolicy]:
+    """Read bucket policies from a TOML or JSON file: ``{"buckets": {"name": {...}}}``."""
+    try:
+        raw_text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        document: Any = tomllib.loads(raw_text) if path.suffix == ".toml" else json.loads(raw_text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(
+            f"{path} is not valid {path.suffix.lstrip('.') or 'JSON'}: {exc}"
+        ) from exc
+    table = document.get("buckets") if isinstance(document, dict) else None
+    if not isinstance(table, dict) or not table:
+        raise ConfigError(f"{path} must define at least one bucket under 'buckets'")
+    policies: dict[str, BucketPolicy] = {}
+    for name, spec in table.items():
+        policies[name] = _bucket_policy(name, spec)
+    return policies
+
+
+def _bucket_policy(name: str, spec: Any) -> BucketPolicy:
+    """Validate one bucket table; every mistake is named with the bucket and field."""
+    where = f"bucket {name!r}"
+    if not NAME_RE.match(name):
+        raise ConfigError(f"{where}: names are 1-63 of a-z, 0-9, '-', '_', starting alphanumeric")
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: expected a table of settings")
+    known = {"max_size", "allowed_mime_types", "max_url_ttl", "multipart_threshold"}
+    unknown = set(spec) - known
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
+    defaults = BucketPolicy(name)
+    values: dict[str, Any] = {}
+    for key, low in (("max_size", 0), ("max_url_ttl", 1), ("multipart_threshold", 5 * MiB)):
+        value = spec.get(key, getattr(defaults, key))
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ConfigError(f"{where}: {key} must be an integer >= {low}")
+        values[key] = value
+    if values["max_size"] > 5 * TiB:
+        raise ConfigError(f"{where}: max_size cannot exceed 5 TiB (the S3 object limit)")
+    if values["max_url_ttl"] > 7 * 24 * 3600:
+        raise ConfigError(f"{where}: max_url_ttl cannot exceed 7 days (the SigV4 limit)")
+    patterns = spec.get("allowed_mime_types", list(defaults.allowed_mime_types))
+    if not isinstance(patterns, list) or not patterns:
+        raise ConfigError(f"{where}: allowed_mime_types must be a non-empty list")
+    for pattern in patterns:
+        if not isinstance(pattern, str) or not MIME_PATTERN_RE.match(pattern.lower()):
+            raise ConfigError(f"{where}: {pattern!r} is not a MIME pattern like 'image/*'")
+    return BucketPolicy(name=name, allowed_mime_types=tuple(p.lower() for p in patterns), **values)
+
+
+def ensure_secret_key(data_dir: Path) -> str:
+    """Return the persisted signing secret, generating it once (race-free across workers)."""
+    path = data_dir / SECRET_FILE
+    try:
+        existing = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        existing = ""
+    if existing:
+        return existing
+    data_dir.mkdir(parents=True, exist_ok=True)
+    candidate = data_dir / f".{SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+    fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(secrets.token_urlsafe(48) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    try:
+        # link() never replaces: if another worker won the race, its secret stands.
+        os.link(candidate, path)
+    except FileExistsError:
+        pass
+    finally:
+        candidate.unlink()
+    return path.read_text(encoding="ascii").strip()

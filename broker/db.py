@@ -1,0 +1,454 @@
+"""The metadata store: SQLAlchemy Core tables and queries (SQLite by default, or PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Connection,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Row
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from .errors import BrokerError
+from .models import LIVE_STATUSES, ApiKeyRecord, FileRecord, Status
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+_LIVE = [s.value for s in LIVE_STATUSES]
+_PG_MIGRATION_LOCK = 0x62726F6B  # "brok": serialises concurrent `db upgrade` runs
+IDEMPOTENCY_TTL = 24 * 3600  # seconds an Idempotency-Key replays its first answer
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+files = Table(
+    "files",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant", String(63), nullable=False),
+    Column("bucket", String(63), nullable=False),
+    Column("key", String(1024), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("mime_type", String(255), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", String(64)),
+    Column("user_metadata", JSON, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("failure_code", String(64)),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("completed_at", BigInteger),
+)
+# A key is held by at most one live (pending or complete) file per tenant and bucket;
+# failed and aborted files keep their row for the record but free the key.
+_live = files.c.status.in_(_LIVE)
+Index(
+    "ux_files_live_key",
+    files.c.tenant,
+    files.c.bucket,
+    files.c.key,
+    unique=True,
+    sqlite_where=_live,
+    postgresql_where=_live,
+)
+Index("ix_files_listing", files.c.tenant, files.c.bucket, files.c.id)
+Index("ix_files_expiry", files.c.status, files.c.expires_at)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant", String(63), nullable=False),
+    Column("name", String(255)),
+    Column("scopes", JSON, nullable=False),
+    Column("secret_hash", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger),
+)
+Index("ix_api_keys_tenant", api_keys.c.tenant, api_keys.c.id)
+
+idempotency = Table(
+    "idempotency_keys",
+    metadata,
+    Column("tenant", String(63), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("fingerprint", String(64), nullable=False),
+    Column("status_code", Integer, nullable=False),
+    Column("response", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+
+class KeyExists(Exception):
+    """Another live file already holds this key in the bucket."""
+
+
+class IdempotencyConflict(Exception):
+    """Another request already recorded an answer under this Idempotency-Key."""
+
+
+@dataclass(frozen=True)
+class IdempotentAnswer:
+    """The first answer given for an Idempotency-Key, replayed to retries."""
+
+    tenant: str
+    key: str
+    fingerprint: str
+    status_code: int
+    response: Mapping[str, Any]
+    created_at: int
+
+
+def _on_sqlite_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    """WAL for concurrent readers, FULL sync so a committed row survives a crash."""
+    dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
+    cursor = dbapi_connection.cursor()
+    for pragma in (
+        "journal_mode=WAL",
+        "synchronous=FULL",
+        "busy_timeout=10000",
+        "foreign_keys=ON",
+    ):
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()
+
+
+def _on_sqlite_begin(conn: Connection) -> None:
+    """Writers take the lock up front (BEGIN IMMEDIATE) so they queue instead of deadlocking."""
+    immediate = conn.get_execution_options().get("broker_write", False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class Database:
+    """Engine, transactions and schema management; database failures become 503s."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            self.engine: Engine = create_engine(url)
+            event.listen(self.engine, "connect", _on_sqlite_connect)
+            event.listen(self.engine, "begin", _on_sqlite_begin)
+        else:
+            self.engine = create_engine(
+                url, pool_pre_ping=True, pool_size=5, max_overflow=10, pool_timeout=5
+            )
+
+    @contextmanager
+    def _transaction(self, write: bool) -> Iterator[Connection]:
+        try:
+            with self.engine.connect() as conn:
+                if write:
+                    conn.execution_options(broker_write=True)
+                with conn.begin():
+                    yield conn
+        except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError) as exc:
+            raise BrokerError("database.unavailable") from exc
+
+    def read(self) -> Any:
+        """A read-only transaction (a consistent snapshot)."""
+        return self._transaction(write=False)
+
+    def write(self) -> Any:
+        """A read-write transaction, committed when the block ends without an exception."""
+        return self._transaction(write=True)
+
+    def ping(self) -> None:
+        """Raise BrokerError(database.unavailable) unless the database answers."""
+        with self.read() as conn:
+            conn.execute(select(literal(1)))
+
+    def _alembic(self) -> AlembicConfig:
+        config = AlembicConfig()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        return config
+
+    def upgrade(self) -> None:
+        """Bring the schema to the newest migration; safe to run from several processes."""
+        config = self._alembic()
+        with self.write() as conn:
+            if not self.is_sqlite:
+                conn.execute(select(func.pg_advisory_xact_lock(_PG_MIGRATION_LOCK)))
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+
+    def is_current(self) -> bool:
+        """Whether the schema is at the newest migration."""
+        heads = set(ScriptDirectory.from_config(self._alembic()).get_heads())
+        with self.read() as conn:
+            return set(MigrationContext.configure(conn).get_current_heads()) == heads
+
+    def dispose(self) -> None:
+        """Close pooled connections (before fork, or at the end of a test)."""
+        self.engine.dispose()
+
+
+def _file(row: Row[Any]) -> FileRecord:
+    m = row._mapping
+    return FileRecord(
+        id=m["id"],
+        tenant=m["tenant"],
+        bucket=m["bucket"],
+        key=m["key"],
+        name=m["name"],
+        mime_type=m["mime_type"],
+        size=m["size"],
+        sha256=m["sha256"],
+        metadata=dict(m["user_metadata"] or {}),
+        status=Status(m["status"]),
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+        expires_at=m["expires_at"],
+        completed_at=m["completed_at"],
+        failure_code=m["failure_code"],
+    )
+
+
+def _key(row: Row[Any]) -> ApiKeyRecord:
+    m = row._mapping
+    return ApiKeyRecord(
+        id=m["id"],
+        tenant=m["tenant"],
+        name=m["name"],
+        scopes=tuple(m["scopes"]),
+        secret_hash=m["secret_hash"],
+        created_at=m["created_at"],
+        revoked_at=m["revoked_at"],
+    )
+
+
+def _like_prefix(prefix: str) -> str:
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+class MetadataStore:
+    """Every query the service runs; each call is one transaction and scoped by tenant."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- files -----------------------------------------------------------------------------
+
+    def insert_file(self, record: FileRecord, answer: IdempotentAnswer | None = None) -> None:
+        """Insert a pending file and its replayable answer (KeyExists, IdempotencyConflict)."""
+        with self.db.write() as conn:
+            if answer is not None:
+                # An expired answer no longer binds its key: clear it so the key can be reused.
+                conn.execute(
+                    delete(idempotency).where(
+                        idempotency.c.tenant == answer.tenant,
+                        idempotency.c.key == answer.key,
+                        idempotency.c.created_at < answer.created_at - IDEMPOTENCY_TTL,
+                    )
+                )
+                try:
+                    conn.execute(
+                        insert(idempotency).values(
+                            tenant=answer.tenant,
+                            key=answer.key,
+                            fingerprint=answer.fingerprint,
+                            status_code=answer.status_code,
+                            response=json.dumps(answer.response, separators=(",", ":")),
+                            created_at=answer.created_at,
+                        )
+                    )
+                except sa_exc.IntegrityError as exc:
+                    raise IdempotencyConflict from exc
+            try:
+                conn.execute(
+                    insert(files).values(
+                        id=record.id,
+                        tenant=record.tenant,
+                        bucket=record.bucket,
+                        key=record.key,
+                        name=record.name,
+                        mime_type=record.mime_type,
+                        size=record.size,
+                        sha256=record.sha256,
+                        user_metadata=record.metadata,
+                        status=record.status.value,
+                        failure_code=record.failure_code,
+                        created_at=record.created_at,
+                        updated_at=record.updated_at,
+                        expires_at=record.expires_at,
+                        completed_at=record.completed_at,
+                    )
+                )
+            except sa_exc.IntegrityError as exc:
+                raise KeyExists from exc
+
+    def get_file(self, tenant: str, file_id: str) -> FileRecord | None:
+        """The tenant's file with this id, or None (another tenant's file is None too)."""
+        with self.db.read() as conn:
+            row = conn.execute(
+                select(files).where(files.c.tenant == tenant, files.c.id == file_id)
+            ).first()
+        return _file(row) if row else None
+
+    def get_file_by_key(self, tenant: str, bucket: str, key: str) -> FileRecord | None:
+        """The live file holding ``key``, else the newest failed or aborted one, else None."""
+        is_live = files.c.status.in_(_LIVE)
+        with self.db.read() as conn:
+            row = conn.execute(
+                select(files)
+                .where(files.c.tenant == tenant, files.c.bucket == bucket, files.c.key == key)
+                .order_by(is_live.desc(), files.c.id.desc())
+                .limit(1)
+            ).first()
+        return _file(row) if row else None
+
+    def list_files(
+        self,
+        tenant: str,
+        bucket: str,
+        *,
+        limit: int,
+        after_id: str | None = None,
+        prefix: str | None = None,
+        status: Status | None = None,
+    ) -> list[FileRecord]:
+        """Newest first, at most ``limit`` files strictly older than ``after_id`` (keyset)."""
+        conditions = [files.c.tenant == tenant, files.c.bucket == bucket]
+        if after_id is not None:
+            conditions.append(files.c.id < after_id)
+        if prefix:
+            conditions.append(files.c.key.like(_like_prefix(prefix), escape="\\"))
+        if status is not None:
+            conditions.append(files.c.status == status.value)
+        query = select(files).where(and_(*conditions)).order_by(files.c.id.desc()).limit(limit)
+        with self.db.read() as conn:
+            return [_file(row) for row in conn.execute(query)]
+
+    def transition(
+        self, tenant: str, file_id: str, from_status: Status, to_status: Status, **changes: Any
+    ) -> bool:
+        """Move a file between statuses only if it is still in ``from_status`` (no lost races)."""
+        with self.db.write() as conn:
+            result = conn.execute(
+                update(files)
+                .where(
+                    files.c.tenant == tenant,
+                    files.c.id == file_id,
+                    files.c.status == from_status.value,
+                )
+                .values(status=to_status.value, **changes)
+            )
+        return bool(result.rowcount)
+
+    def delete_file(self, tenant: str, file_id: str) -> bool:
+        """Remove the row; False when it was already gone."""
+        with self.db.write() as conn:
+            result = conn.execute(
+                delete(files).where(files.c.tenant == tenant, files.c.id == file_id)
+            )
+        return bool(result.rowcount)
+
+    def live_counts(self, tenant: str) -> dict[str, int]:
+        """Pending plus complete files per bucket for one tenant."""
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(files.c.bucket, func.count())
+                .where(files.c.tenant == tenant, files.c.status.in_(_LIVE))
+                .group_by(files.c.bucket)
+            ).all()
+        return dict(rows)
+
+    # -- idempotency -------------------------------------------------------------------------
+
+    def get_answer(self, tenant: str, key: str, now: int) -> IdempotentAnswer | None:
+        """The recorded answer for this Idempotency-Key if it is younger than 24 hours."""
+        with self.db.read() as conn:
+            row = conn.execute(
+                select(idempotency).where(
+                    idempotency.c.tenant == tenant,
+                    idempotency.c.key == key,
+                    idempotency.c.created_at >= now - IDEMPOTENCY_TTL,
+                )
+            ).first()
+        if row is None:
+            return None
+        m = row._mapping
+        return IdempotentAnswer(
+            tenant=m["tenant"],
+            key=m["key"],
+            fingerprint=m["fingerprint"],
+            status_code=m["status_code"],
+            response=json.loads(m["response"]),
+            created_at=m["created_at"],
+        )
+
+    # -- API keys ------------------------------------------------------------------------------
+
+    def insert_key(self, record: ApiKeyRecord) -> None:
+        """Store a new key (its hash only)."""
+        with self.db.write() as conn:
+            conn.execute(
+                insert(api_keys).values(
+                    id=record.id,
+                    tenant=record.tenant,
+                    name=record.name,
+                    scopes=list(record.scopes),
+                    secret_hash=record.secret_hash,
+                    created_at=record.created_at,
+                    revoked_at=record.revoked_at,
+                )
+            )
+
+    def get_key(self, key_id: str) -> ApiKeyRecord | None:
+        """A key by id, revoked or not."""
+        with self.db.read() as conn:
+            row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).first()
+        return _key(row) if row else None
+
+    def list_keys(self, tenant: str | None = None) -> Sequence[ApiKeyRecord]:
+        """Keys, oldest first, optionally of one tenant."""
+        query = select(api_keys).order_by(api_keys.c.id)
+        if tenant is not None:
+            query = query.where(api_keys.c.tenant == tenant)
+        with self.db.read() as conn:
+            return [_key(row) for row in conn.execute(query)]
+
+    def revoke_key(self, key_id: str, at: int) -> bool:
+        """Mark a key revoked; False when there is no such unrevoked key."""
+        with self.db.write() as conn:
+            result = conn.execute(
+                update(api_keys)
+                .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=at)
+            )
+        return bool(result.rowcount)

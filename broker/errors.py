@@ -1,0 +1,153 @@
+"""The one error catalogue (code → status) and the one handler that renders every error."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, Literal, get_args
+
+from flask import Flask, Response, g, jsonify
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+
+log = logging.getLogger("broker")
+
+ErrorCode = Literal[
+    "request.malformed",
+    "request.length_required",
+    "auth.missing_key",
+    "auth.invalid_key",
+    "auth.forbidden",
+    "blob.bad_signature",
+    "blob.expired",
+    "blob.not_found",
+    "file.not_found",
+    "bucket.not_found",
+    "key.not_found",
+    "route.not_found",
+    "method.not_allowed",
+    "upload.not_received",
+    "upload.already_complete",
+    "upload.not_pending",
+    "file.key_exists",
+    "idempotency.in_progress",
+    "request.too_large",
+    "upload.size_exceeds_limit",
+    "validation.failed",
+    "idempotency.mismatch",
+    "upload.size_mismatch",
+    "upload.type_mismatch",
+    "upload.checksum_mismatch",
+    "upload.mime_type_not_allowed",
+    "key.invalid",
+    "rate_limited",
+    "internal",
+    "storage.unavailable",
+    "database.unavailable",
+]
+
+CATALOGUE: Mapping[ErrorCode, tuple[int, str]] = {
+    "request.malformed": (400, "The request body could not be parsed."),
+    "request.length_required": (411, "A Content-Length header is required."),
+    "auth.missing_key": (401, "An API key is required (Authorization: Bearer <key>)."),
+    "auth.invalid_key": (401, "The API key is unknown or revoked."),
+    "auth.forbidden": (403, "The API key lacks the scope this action needs."),
+    "blob.bad_signature": (403, "The signed URL is invalid or was altered."),
+    "blob.expired": (403, "The signed URL has expired."),
+    "blob.not_found": (404, "No object is stored under this URL yet."),
+    "file.not_found": (404, "No such file in this tenant."),
+    "bucket.not_found": (404, "No such bucket."),
+    "key.not_found": (404, "No such API key."),
+    "route.not_found": (404, "No route matches this URL."),
+    "method.not_allowed": (405, "This route does not accept this method."),
+    "upload.not_received": (409, "The file's bytes are not in storage yet."),
+    "upload.already_complete": (409, "The upload is already complete."),
+    "upload.not_pending": (409, "The upload is no longer pending."),
+    "file.key_exists": (409, "A file with this key already exists in the bucket."),
+    "idempotency.in_progress": (409, "A request with this Idempotency-Key is still in progress."),
+    "request.too_large": (413, "The request body is too large."),
+    "upload.size_exceeds_limit": (413, "The declared size exceeds the bucket's limit."),
+    "validation.failed": (422, "The request is not valid."),
+    "idempotency.mismatch": (422, "This Idempotency-Key was used with a different request."),
+    "upload.size_mismatch": (422, "The stored size differs from the declared size."),
+    "upload.type_mismatch": (422, "The stored content type differs from the declared type."),
+    "upload.checksum_mismatch": (422, "The stored SHA-256 differs from the declared checksum."),
+    "upload.mime_type_not_allowed": (422, "The bucket does not accept this MIME type."),
+    "key.invalid": (422, "The object key is not allowed."),
+    "rate_limited": (429, "Too many requests; retry later."),
+    "internal": (500, "An internal error occurred."),
+    "storage.unavailable": (503, "Storage is not answering; retry later."),
+    "database.unavailable": (503, "The metadata database is not answering; retry later."),
+}
+assert set(CATALOGUE) == set(get_args(ErrorCode)), "every code needs a catalogue entry"
+
+
+class BrokerError(Exception):
+    """An error a client can act on: a catalogue code, a message, optional field details."""
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str | None = None,
+        *,
+        details: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.status, default = CATALOGUE[code]
+        self.code: ErrorCode = code
+        self.message = message or default
+        self.details = dict(details or {})
+        self.headers = dict(headers or {})
+        super().__init__(f"{code}: {self.message}")
+
+
+def validation_error(details: Mapping[str, Any], message: str | None = None) -> BrokerError:
+    """A 422 ``validation.failed`` whose details map each field to a list of messages."""
+    normalised = {k: v if isinstance(v, list | dict) else [v] for k, v in details.items()}
+    return BrokerError("validation.failed", message, details=normalised)
+
+
+def error_response(error: BrokerError) -> Response:
+    """Render the contract's envelope; the request id is echoed by the request-id hook."""
+    body = {
+        "error": {"code": error.code, "message": error.message, "details": error.details},
+        "request_id": g.get("request_id"),
+    }
+    response = jsonify(body)
+    response.status_code = error.status
+    for name, value in error.headers.items():
+        response.headers[name] = value
+    return response
+
+
+_HTTP_CODES: Mapping[int, ErrorCode] = {
+    400: "request.malformed",
+    404: "route.not_found",
+    405: "method.not_allowed",
+    411: "request.length_required",
+    413: "request.too_large",
+}
+
+
+def _from_http_exception(exc: HTTPException) -> Response:
+    """Werkzeug's own errors (unknown route, wrong method, body too large) in our envelope."""
+    code = _HTTP_CODES.get(exc.code or 500)
+    if code is None:
+        log.warning("unmapped HTTP error %s: %s", exc.code, exc.description)
+        code = "internal" if (exc.code or 500) >= 500 else "request.malformed"
+    headers: dict[str, str] = {}
+    if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+        headers["Allow"] = ", ".join(exc.valid_methods)
+    return error_response(BrokerError(code, headers=headers))
+
+
+def _from_unexpected(exc: Exception) -> Response:
+    """Anything unforeseen: log it with the request id, answer 500 without internals."""
+    log.exception("unhandled error in request %s", g.get("request_id"), exc_info=exc)
+    return error_response(BrokerError("internal"))
+
+
+def init_app(app: Flask) -> None:
+    """Route every error, ours or Flask's, through the one envelope."""
+    app.register_error_handler(BrokerError, error_response)
+    app.register_error_handler(HTTPException, _from_http_exception)
+    app.register_error_handler(Exception, _from_unexpected)

@@ -1,0 +1,50 @@
+"""gunicorn settings for the broker (``gunicorn.conf.py`` at the top level loads these).
+
+gthread workers: the worker's main loop keeps heart-beating while request threads stream
+bodies, so a slow multi-minute PUT is not killed by ``timeout`` the way a sync worker's is.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+_port = os.environ.get("PORT")
+# PORT set (Procfile platforms): all interfaces, as the platform routes to us. Otherwise
+# loopback only. BROKER_BIND overrides both.
+bind = [os.environ.get("BROKER_BIND") or (f"0.0.0.0:{_port}" if _port else "127.0.0.1:8000")]
+worker_class = "gthread"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+threads = int(os.environ.get("BROKER_THREADS", "8"))
+timeout = int(os.environ.get("BROKER_WORKER_TIMEOUT", "60"))
+graceful_timeout = 30
+keepalive = 5
+limit_request_line = 8190  # signed blob URLs carry their token in the path
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+accesslog = "-"
+errorlog = "-"
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms req=%({x-request-id}o)s'
+
+# One metrics directory per server start so /metrics sums every worker's counters.
+if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+    _metrics_dir = Path(tempfile.gettempdir()) / f"broker-metrics-{os.getpid()}"
+    shutil.rmtree(_metrics_dir, ignore_errors=True)
+    _metrics_dir.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_metrics_dir)
+
+
+def on_starting(server: Any) -> None:
+    """Validate the configuration and migrate the embedded database once, in the master."""
+    from broker import create_app
+
+    create_app()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Drop a dead worker's live gauges from the multiprocess metrics."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]

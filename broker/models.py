@@ -1,0 +1,102 @@
+"""The records the broker keeps: files, API keys, and the principal a request acts as."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    """A file's life: pending → complete, or pending → failed/aborted."""
+
+    PENDING = "pending"
+    COMPLETE = "complete"
+    FAILED = "failed"
+    ABORTED = "aborted"
+
+
+LIVE_STATUSES = (Status.PENDING, Status.COMPLETE)
+"""Statuses that hold their key: a failed or aborted file frees it for a new upload."""
+
+
+class Scope(StrEnum):
+    """What an API key may do."""
+
+    FILES_READ = "files:read"
+    FILES_WRITE = "files:write"
+    ADMIN = "admin"
+
+
+DEFAULT_SCOPES = (Scope.FILES_READ, Scope.FILES_WRITE)
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """One declared file as the metadata store keeps it."""
+
+    id: str
+    tenant: str
+    bucket: str
+    key: str
+    name: str
+    mime_type: str
+    size: int
+    sha256: str | None
+    metadata: dict[str, str]
+    status: Status
+    created_at: int
+    updated_at: int
+    expires_at: int
+    completed_at: int | None = None
+    failure_code: str | None = None
+
+    @property
+    def storage_key(self) -> str:
+        """Where the bytes live: namespaced by tenant and bucket so tenants never meet."""
+        return f"{self.tenant}/{self.bucket}/{self.key}"
+
+
+@dataclass(frozen=True)
+class ApiKeyRecord:
+    """An API key as stored: its secret only as a SHA-256 hash."""
+
+    id: str
+    tenant: str
+    name: str | None
+    scopes: tuple[str, ...]
+    secret_hash: str
+    created_at: int
+    revoked_at: int | None = None
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request acts for: a tenant and the scopes of the key that was presented."""
+
+    tenant: str
+    scopes: frozenset[str]
+    key_id: str | None = None
+
+    def can(self, scope: Scope) -> bool:
+        """Admin implies every scope."""
+        return scope in self.scopes or Scope.ADMIN in self.scopes
+
+
+@dataclass(frozen=True)
+class UploadInstructions:
+    """How the client sends the bytes: exactly this method, URL and headers."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    expires_at: int
+
+
+@dataclass(frozen=True)
+class FileView:
+    """A file as the API shows it: the record plus what storage says and fresh URLs."""
+
+    record: FileRecord
+    offset: int
+    upload: UploadInstructions | None = None
+    download_url: str | None = None

@@ -1,0 +1,87 @@
+"""Object keys, file names and MIME types: normalised and checked before they touch storage."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+MAX_KEY_BYTES = 1024  # the S3 limit, so a key valid here is valid everywhere
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_MIME_RE = re.compile(
+    r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}"
+    r"(\s*;\s*[a-z0-9!#$&^_.+-]+=(\"[^\"\x00-\x1f]*\"|[a-z0-9!#$&^_.+-]+))*$",
+    re.IGNORECASE,
+)
+_ACTIVE_TYPES = (
+    "text/html",
+    "application/xhtml+xml",
+    "image/svg+xml",
+    "text/xml",
+    "application/xml",
+    "text/javascript",
+    "application/javascript",
+    "application/ecmascript",
+    "text/ecmascript",
+    "application/x-javascript",
+)
+
+
+class InvalidKey(ValueError):
+    """A key that could escape its namespace or that storage would mangle."""
+
+
+def normalise_key(key: str) -> str:
+    """Return the key in NFC form, or raise InvalidKey with the reason.
+
+    Refused: empty, over 1024 UTF-8 bytes, absolute (leading ``/``), a backslash, NUL or
+    other control characters, and any empty, ``.`` or ``..`` segment — so no key can climb
+    out of its tenant's namespace on a file system or through a proxy that folds paths.
+    """
+    key = unicodedata.normalize("NFC", key)
+    if not key:
+        raise InvalidKey("the key is empty")
+    if len(key.encode("utf-8")) > MAX_KEY_BYTES:
+        raise InvalidKey(f"the key is longer than {MAX_KEY_BYTES} bytes")
+    if _CONTROL.search(key):
+        raise InvalidKey("the key contains a control character")
+    if "\\" in key:
+        raise InvalidKey("the key contains a backslash")
+    if key.startswith("/"):
+        raise InvalidKey("the key is absolute (starts with '/')")
+    for segment in key.split("/"):
+        if segment in ("", ".", ".."):
+            raise InvalidKey("the key has an empty, '.' or '..' segment")
+    return key
+
+
+def is_valid_mime_type(value: str) -> bool:
+    """Whether ``value`` is a syntactically valid ``type/subtype[; param=value]``."""
+    return bool(_MIME_RE.match(value))
+
+
+def normalise_mime_type(value: str) -> str:
+    """Lower-case the type and subtype and tidy parameter spacing, keeping parameter values."""
+    base, sep, params = value.partition(";")
+    parts = [base.strip().lower()]
+    if sep:
+        parts += [p.strip() for p in params.split(";") if p.strip()]
+    return "; ".join(parts)
+
+
+def is_active_content(mime_type: str) -> bool:
+    """Types a browser would execute or render as a page: always served as attachments."""
+    base = mime_type.split(";", 1)[0].strip().lower()
+    return base in _ACTIVE_TYPES or base.endswith("+xml")
+
+
+def display_name(name: str) -> str:
+    """The last path component of a declared name, for Content-Disposition."""
+    return re.split(r"[\\/]", name)[-1] or "download"
+
+
+def key_from_name(prefix: str, name: str) -> str:
+    """A generated, collision-free key that still reads well: ``<unique>/<file name>``."""
+    try:
+        return normalise_key(f"{prefix}/{display_name(name)}")
+    except InvalidKey:
+        return prefix

@@ -1,0 +1,269 @@
+"""marshmallow schemas: they load requests, dump answers, and feed the OpenAPI document."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from marshmallow import (
+    EXCLUDE,
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    post_load,
+    pre_dump,
+    validate,
+)
+
+from .config import NAME_RE
+from .models import FileView, Scope, Status
+from .naming import is_valid_mime_type, normalise_mime_type
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_METADATA_ENTRIES = 32
+
+
+def _no_control_chars(value: str) -> None:
+    if _CONTROL.search(value):
+        raise ValidationError("Must not contain control characters.")
+
+
+def _mime_type(value: str) -> None:
+    if not is_valid_mime_type(value):
+        raise ValidationError("Not a MIME type like 'image/png'.")
+
+
+def _not_bool(value: Any) -> None:
+    if isinstance(value, bool):
+        raise ValidationError("Not a valid integer.")
+
+
+def _metadata(value: dict[str, str]) -> None:
+    if len(value) > MAX_METADATA_ENTRIES:
+        raise ValidationError(f"At most {MAX_METADATA_ENTRIES} entries.")
+
+
+def _name(**kwargs: Any) -> fields.String:
+    return fields.String(
+        validate=[validate.Regexp(NAME_RE, error="Use 1-63 of a-z, 0-9, '-', '_'.")], **kwargs
+    )
+
+
+class StrictSchema(Schema):
+    """Unknown fields are an error, so a typo never silently does nothing."""
+
+    class Meta:
+        unknown = RAISE
+
+
+# -- requests ------------------------------------------------------------------------------
+
+
+class FileCreateSchema(StrictSchema):
+    """Body of ``POST /v1/files``: what the client promises to upload."""
+
+    name = fields.String(
+        required=True, validate=[validate.Length(min=1, max=255), _no_control_chars]
+    )
+    size = fields.Integer(required=True, strict=True, validate=[_not_bool, validate.Range(min=0)])
+    mime_type = fields.String(required=True, validate=[validate.Length(max=255), _mime_type])
+    bucket = _name(load_default="default")
+    key = fields.String(validate=validate.Length(min=1))
+    sha256 = fields.String(
+        allow_none=True,
+        validate=validate.Regexp(r"^[0-9a-fA-F]{64}$", error="Must be 64 hex characters."),
+    )
+    metadata = fields.Dict(
+        keys=fields.String(validate=[validate.Length(min=1, max=64), _no_control_chars]),
+        values=fields.String(validate=validate.Length(max=512)),
+        load_default=dict,
+        validate=_metadata,
+    )
+    expires_in = fields.Integer(strict=True, validate=[_not_bool, validate.Range(min=1)])
+    multipart = fields.Boolean()
+
+    @post_load
+    def _normalise(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        data["mime_type"] = normalise_mime_type(data["mime_type"])
+        if data.get("sha256"):
+            data["sha256"] = data["sha256"].lower()
+        return data
+
+
+class PartSchema(StrictSchema):
+    """One uploaded part, as the client reports it on completion."""
+
+    part_number = fields.Integer(required=True, strict=True, validate=validate.Range(1, 10000))
+    etag = fields.String(required=True, validate=validate.Length(min=1, max=128))
+
+
+class CompleteSchema(StrictSchema):
+    """Body of ``POST /v1/files/{id}/complete``: ``{}`` or the parts of a multipart upload."""
+
+    parts = fields.List(fields.Nested(PartSchema))
+
+
+class ListQuerySchema(Schema):
+    """Query of ``GET /v1/buckets/{bucket}/files``."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
+    after = fields.String()
+    prefix = fields.String(validate=validate.Length(max=1024))
+    status = fields.String(validate=validate.OneOf([s.value for s in Status]))
+
+
+class KeyCreateSchema(StrictSchema):
+    """Body of ``POST /v1/keys``."""
+
+    tenant = _name(required=True)
+    name = fields.String(validate=[validate.Length(min=1, max=255), _no_control_chars])
+    scopes = fields.List(
+        fields.String(validate=validate.OneOf([s.value for s in Scope])),
+        validate=validate.Length(min=1),
+    )
+
+
+class KeyListQuerySchema(Schema):
+    """Query of ``GET /v1/keys``."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    tenant = _name()
+
+
+# -- answers -------------------------------------------------------------------------------
+
+
+class UploadSchema(Schema):
+    """How to send the bytes: exactly this method, URL and headers, before ``expires_at``."""
+
+    method = fields.String()
+    url = fields.String()
+    headers = fields.Dict(keys=fields.String(), values=fields.String())
+    expires_at = fields.Integer()
+
+
+class FileSchema(Schema):
+    """A file object as every route returns it."""
+
+    id = fields.String()
+    object = fields.Constant("file")
+    bucket = fields.String()
+    key = fields.String()
+    name = fields.String()
+    mime_type = fields.String()
+    size = fields.Integer()
+    sha256 = fields.String(allow_none=True)
+    metadata = fields.Dict(keys=fields.String(), values=fields.String())
+    status = fields.String(validate=validate.OneOf([s.value for s in Status]))
+    offset = fields.Integer(metadata={"description": "Bytes storage has received so far."})
+    failure_code = fields.String(
+        allow_none=True, metadata={"description": "Why a failed file failed (an error code)."}
+    )
+    created_at = fields.Integer()
+    completed_at = fields.Integer(allow_none=True)
+    expires_at = fields.Integer(metadata={"description": "When the upload URL expires."})
+    upload = fields.Nested(UploadSchema, allow_none=True)
+    upload_url = fields.String(allow_none=True)
+    download_url = fields.String(allow_none=True)
+
+    @pre_dump
+    def _flatten(self, view: FileView, **_: Any) -> dict[str, Any]:
+        record = view.record
+        return {
+            "id": record.id,
+            "bucket": record.bucket,
+            "key": record.key,
+            "name": record.name,
+            "mime_type": record.mime_type,
+            "size": record.size,
+            "sha256": record.sha256,
+            "metadata": record.metadata,
+            "status": record.status.value,
+            "offset": view.offset,
+            "failure_code": record.failure_code,
+            "created_at": record.created_at,
+            "completed_at": record.completed_at,
+            "expires_at": record.expires_at,
+            "upload": view.upload,
+            "upload_url": view.upload.url if view.upload else None,
+            "download_url": view.download_url,
+        }
+
+
+class FilePageSchema(Schema):
+    """One page of a bucket listing."""
+
+    data = fields.List(fields.Nested(FileSchema))
+    has_more = fields.Boolean()
+    next_cursor = fields.String(allow_none=True)
+
+
+class BucketSchema(Schema):
+    """A bucket's policy and how many live files the caller's tenant has in it."""
+
+    name = fields.String()
+    max_size = fields.Integer()
+    allowed_mime_types = fields.List(fields.String())
+    max_url_ttl = fields.Integer()
+    multipart_threshold = fields.Integer()
+    file_count = fields.Integer()
+
+
+class BucketListSchema(Schema):
+    """``GET /v1/buckets``."""
+
+    data = fields.List(fields.Nested(BucketSchema))
+    has_more = fields.Boolean()
+
+
+class KeySchema(Schema):
+    """An API key without its secret."""
+
+    id = fields.String()
+    object = fields.Constant("api_key")
+    tenant = fields.String()
+    name = fields.String(allow_none=True)
+    scopes = fields.List(fields.String())
+    created_at = fields.Integer()
+    revoked_at = fields.Integer(allow_none=True)
+
+
+class KeyCreatedSchema(KeySchema):
+    """A new API key: the only time the secret is shown."""
+
+    key = fields.String(metadata={"description": "The secret; shown once, stored hashed."})
+
+
+class KeyListSchema(Schema):
+    """``GET /v1/keys``."""
+
+    data = fields.List(fields.Nested(KeySchema))
+    has_more = fields.Boolean()
+
+
+class ErrorBodySchema(Schema):
+    """The error itself."""
+
+    code = fields.String()
+    message = fields.String()
+    details = fields.Dict()
+
+
+class ErrorSchema(Schema):
+    """Every non-2xx answer."""
+
+    error = fields.Nested(ErrorBodySchema)
+    request_id = fields.String()
+
+
+class HealthSchema(Schema):
+    """``GET /v1/health``."""
+
+    status = fields.String()
+    checks = fields.Dict(keys=fields.String(), values=fields.String())
