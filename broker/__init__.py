@@ -7,7 +7,7 @@ import os
 import time
 from collections.abc import Mapping
 
-from flask import Flask, request
+from flask import Flask, has_request_context, request
 
 from .config import Clock, ConfigError
 
@@ -45,13 +45,17 @@ def create_app(
         )
 
     def base_url() -> str:
-        # Signed blob URLs must point at the broker as clients reach it.
-        return settings.public_url or request.host_url.rstrip("/")
+        # Signed blob URLs must point at the broker as clients reach it: the configured
+        # public URL, else the host this request came to, else (CLI, jobs) the local port.
+        if settings.public_url:
+            return settings.public_url
+        if has_request_context():
+            return request.host_url.rstrip("/")
+        return f"http://127.0.0.1:{settings.port}"
 
     storage = build_storage(settings, clock=clock, base_url=base_url)
 
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_json_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["broker"] = Broker(settings, MetadataStore(database), storage, clock)
     app.extensions["broker.settings"] = settings

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any, Literal, get_args
 
 from flask import Flask, Response, g, jsonify
-from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger("broker")
 
@@ -32,6 +32,7 @@ ErrorCode = Literal[
     "idempotency.in_progress",
     "request.too_large",
     "upload.size_exceeds_limit",
+    "request.range_not_satisfiable",
     "validation.failed",
     "idempotency.mismatch",
     "upload.size_mismatch",
@@ -66,6 +67,7 @@ CATALOGUE: Mapping[ErrorCode, tuple[int, str]] = {
     "idempotency.in_progress": (409, "A request with this Idempotency-Key is still in progress."),
     "request.too_large": (413, "The request body is too large."),
     "upload.size_exceeds_limit": (413, "The declared size exceeds the bucket's limit."),
+    "request.range_not_satisfiable": (416, "The requested range is outside the object."),
     "validation.failed": (422, "The request is not valid."),
     "idempotency.mismatch": (422, "This Idempotency-Key was used with a different request."),
     "upload.size_mismatch": (422, "The stored size differs from the declared size."),
@@ -125,6 +127,7 @@ _HTTP_CODES: Mapping[int, ErrorCode] = {
     405: "method.not_allowed",
     411: "request.length_required",
     413: "request.too_large",
+    416: "request.range_not_satisfiable",
 }
 
 
@@ -134,9 +137,12 @@ def _from_http_exception(exc: HTTPException) -> Response:
     if code is None:
         log.warning("unmapped HTTP error %s: %s", exc.code, exc.description)
         code = "internal" if (exc.code or 500) >= 500 else "request.malformed"
-    headers: dict[str, str] = {}
-    if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
-        headers["Allow"] = ", ".join(exc.valid_methods)
+    # Keep what the exception says in headers (Allow on 405, Content-Range on 416).
+    headers = {
+        name: value
+        for name, value in exc.get_headers()
+        if name.lower() not in ("content-type", "content-length")
+    }
     return error_response(BrokerError(code, headers=headers))
 
 

@@ -9,8 +9,9 @@ from typing import Any, cast
 from flask import Flask, Response, current_app, g, request
 from marshmallow import Schema, ValidationError
 
+from ..auth import require
 from ..errors import BrokerError, validation_error
-from ..models import Principal
+from ..models import Principal, Scope
 from ..service import Broker
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
@@ -21,8 +22,11 @@ def service() -> Broker:
     return cast(Broker, current_app.extensions["broker"])
 
 
-def principal() -> Principal:
-    """Who is calling: from ``Authorization: Bearer <key>`` or ``x-api-key``."""
+def principal(scope: Scope | None = None) -> Principal:
+    """Who is calling: from ``Authorization: Bearer <key>`` or ``x-api-key``.
+
+    With ``scope``, also 403 early, before the body is parsed (the service checks again).
+    """
     found: Principal | None = g.get("principal")
     if found is None:
         presented = request.headers.get("x-api-key")
@@ -32,11 +36,14 @@ def principal() -> Principal:
             presented = credentials.strip()
         found = service().authenticate(presented)
         g.principal = found
+    if scope is not None:
+        require(found, scope)
     return found
 
 
 def json_body(schema: Schema, *, optional: bool = False) -> dict[str, Any]:
-    """Parse and validate a JSON body (400 when unparseable, 422 when invalid)."""
+    """Parse and validate a JSON body (400 unparseable, 413 over the cap, 422 invalid)."""
+    request.max_content_length = service().settings.max_json_bytes
     raw = request.get_data(cache=True)
     if not raw.strip() and optional:
         data: Any = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
+from ..models import Scope
 from ..schemas import BucketListSchema, FilePageSchema, FileSchema, ListQuerySchema
 from . import load, principal, service
 
@@ -22,7 +23,7 @@ def index() -> Response:
 @bp.get("/<bucket>/files")
 def files(bucket: str) -> Response:
     """A page of files, newest first; follow ``next_cursor`` with ``after``."""
-    who = principal()
+    who = principal(Scope.FILES_READ)
     query = load(ListQuerySchema(), request.args.to_dict())
     page = service().list_files(who, bucket, **query)
     return jsonify(

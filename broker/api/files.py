@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request
 
 from ..errors import BrokerError
+from ..models import Scope
 from ..schemas import CompleteSchema, FileCreateSchema, FileSchema
 from . import json_body, principal, service
 
@@ -15,7 +16,7 @@ _file = FileSchema()
 @bp.post("")
 def create() -> tuple[Response, int]:
     """Declare a file; answer its upload and download URLs."""
-    who = principal()
+    who = principal(Scope.FILES_WRITE)
     if request.mimetype == "multipart/form-data":
         raise BrokerError(
             "request.malformed", "Proxied form uploads are not available in this version."
@@ -37,7 +38,7 @@ def get(file_id: str) -> Response:
 @bp.post("/<file_id>/complete")
 def complete(file_id: str) -> Response:
     """Validate the stored object against the declaration and finalise the file."""
-    who = principal()
+    who = principal(Scope.FILES_WRITE)
     body = json_body(CompleteSchema(), optional=True)
     return jsonify(_file.dump(service().complete(who, file_id, body.get("parts"))))
 

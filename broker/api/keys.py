@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
+from ..models import Scope
 from ..schemas import (
     KeyCreatedSchema,
     KeyCreateSchema,
@@ -19,7 +20,7 @@ bp = Blueprint("keys", __name__, url_prefix="/v1/keys")
 @bp.post("")
 def create() -> tuple[Response, int]:
     """Mint a key for a tenant; the secret is in this answer and nowhere else."""
-    who = principal()
+    who = principal(Scope.ADMIN)
     body = json_body(KeyCreateSchema())
     created = service().create_key(who, body["tenant"], body.get("name"), body.get("scopes"))
     return jsonify(KeyCreatedSchema().dump(created)), 201
@@ -28,7 +29,7 @@ def create() -> tuple[Response, int]:
 @bp.get("")
 def index() -> Response:
     """Every key without its secret, optionally filtered by ``?tenant=``."""
-    who = principal()
+    who = principal(Scope.ADMIN)
     query = load(KeyListQuerySchema(), request.args.to_dict())
     keys = service().list_keys(who, query.get("tenant"))
     return jsonify(KeyListSchema().dump({"data": keys, "has_more": False}))
