@@ -54,6 +54,11 @@ def _op(
         "responses": {
             str(status): {"description": summary, **(_ref(schema) if schema else {})},
             **_errors(*errors),
+            "default": {
+                "description": "Any route: method.not_allowed (405), rate_limited (429), "
+                "internal (500), in the same envelope",
+                **_ref("Error"),
+            },
         },
     }
     if body:
@@ -168,6 +173,7 @@ PATHS: dict[str, dict[str, Any]] = {
             (200, None),
             403,
             404,
+            416,
             params=[_TOKEN],
             auth=False,
         ),

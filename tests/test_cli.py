@@ -1,0 +1,128 @@
+"""The ``broker`` command: keys, db upgrade, and serve (a real gunicorn process)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from broker import create_app
+from broker.cli import main
+
+BROKER = str(Path(sys.executable).with_name("broker"))
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    values = {"BROKER_DATA_DIR": str(tmp_path / "data")}
+    for name in [n for n in os.environ if n.startswith("BROKER_")]:
+        monkeypatch.delenv(name)
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return values
+
+
+def _run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.output
+
+
+def test_db_upgrade_creates_the_schema(env: dict[str, str]) -> None:
+    code, output = _run("db", "upgrade")
+    assert code == 0, output
+    assert (Path(env["BROKER_DATA_DIR"]) / "broker.sqlite3").exists()
+
+
+def test_keys_create_list_revoke(env: dict[str, str]) -> None:
+    code, output = _run(
+        "keys", "create", "--tenant", "acme", "--name", "ci", "--scope", "files:read"
+    )
+    assert code == 0, output
+    created = json.loads(output)
+    assert created["scopes"] == ["files:read"]
+    app = create_app(environ=env)
+    headers = {"Authorization": f"Bearer {created['key']}"}
+    assert app.test_client().get("/v1/buckets", headers=headers).status_code == 200
+    code, output = _run("keys", "list", "--tenant", "acme")
+    assert [k["id"] for k in json.loads(output)] == [created["id"]]
+    assert created["key"] not in output
+    code, output = _run("keys", "revoke", created["id"])
+    assert code == 0
+    assert json.loads(output)["revoked_at"] is not None
+    assert app.test_client().get("/v1/buckets", headers=headers).status_code == 401
+
+
+def test_keys_create_rejects_a_bad_tenant(env: dict[str, str]) -> None:
+    code, output = _run("keys", "create", "--tenant", "Not Valid")
+    assert code != 0
+    assert "tenant" in output
+
+
+def test_revoking_an_unknown_key_fails(env: dict[str, str]) -> None:
+    code, output = _run("keys", "revoke", "key_nope")
+    assert code != 0
+    assert "No API key key_nope" in output
+
+
+def test_a_bad_configuration_is_explained(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BROKER_UPLOAD_TTL", "soon")
+    code, output = _run("db", "upgrade")
+    assert code != 0
+    assert "BROKER_UPLOAD_TTL='soon' is not an integer" in output
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.e2e
+def test_serve_runs_gunicorn_on_loopback(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_") and k != "PORT"}
+    env.update(BROKER_DATA_DIR=str(tmp_path / "data"), PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
+    proc = subprocess.Popen(
+        [BROKER, "serve", "--port", str(port), "--workers", "1"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=1)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.stdout.read().decode()  # type: ignore[union-attr]
+                assert time.monotonic() < deadline, "broker serve did not answer"
+                time.sleep(0.2)
+        assert response.json()["status"] == "ok"
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/buckets").status_code == 401
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert (tmp_path / "data" / "secret_key").exists()
+
+
+@pytest.mark.e2e
+def test_serve_refuses_a_bad_configuration(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
+    env.update(BROKER_DATA_DIR=str(tmp_path), BROKER_STORAGE="ftp")
+    result = subprocess.run(
+        [BROKER, "serve"], env=env, capture_output=True, text=True, timeout=30, check=False
+    )
+    assert result.returncode != 0
+    assert "BROKER_STORAGE='ftp' must be 'local' or 's3'" in result.stderr

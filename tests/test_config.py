@@ -1,0 +1,146 @@
+"""Configuration: defaults, validation with clear messages, the persisted secret."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from broker.config import BucketPolicy, ConfigError, Settings, ensure_secret_key
+
+
+def _settings(tmp_path: Path, **env: str) -> Settings:
+    return Settings.from_env({"BROKER_DATA_DIR": str(tmp_path), **env})
+
+
+def test_defaults_are_the_embedded_setup(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    assert settings.storage == "local"
+    assert settings.database_url == f"sqlite:///{tmp_path}/broker.sqlite3"
+    assert settings.auto_migrate is True
+    assert settings.allow_anonymous is False
+    assert settings.admin_key is None
+    assert list(settings.buckets) == ["default"]
+    assert settings.upload_ttl == 900
+
+
+def test_secret_is_generated_once_and_persisted_private(tmp_path: Path) -> None:
+    first = _settings(tmp_path).secret_key
+    second = _settings(tmp_path).secret_key
+    assert first == second
+    assert len(first) >= 32
+    assert oct((tmp_path / "secret_key").stat().st_mode & 0o777) == "0o600"
+
+
+def test_concurrent_first_starts_agree_on_one_secret(tmp_path: Path) -> None:
+    results: list[str] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(ensure_secret_key(tmp_path)))
+        for _ in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(results)) == 1
+    assert sorted(os.listdir(tmp_path)) == ["secret_key"]
+
+
+def test_configured_secret_wins_and_nothing_is_written(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, BROKER_SECRET_KEY="s" * 40)
+    assert settings.secret_key == "s" * 40
+    assert not (tmp_path / "secret_key").exists()
+
+
+def test_postgres_url_uses_psycopg3(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, BROKER_DATABASE_URL="postgresql://u@127.0.0.1/db")
+    assert settings.database_url == "postgresql+psycopg://u@127.0.0.1/db"
+    assert settings.auto_migrate is False
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"BROKER_STORAGE": "ftp"}, "BROKER_STORAGE='ftp' must be 'local' or 's3'"),
+        ({"BROKER_UPLOAD_TTL": "soon"}, "BROKER_UPLOAD_TTL='soon' is not an integer"),
+        ({"BROKER_UPLOAD_TTL": "0"}, "BROKER_UPLOAD_TTL=0 must be at least 1"),
+        ({"BROKER_SECRET_KEY": "short"}, "BROKER_SECRET_KEY must be at least 32"),
+        ({"BROKER_ADMIN_KEY": "short"}, "BROKER_ADMIN_KEY must be at least 16"),
+        ({"BROKER_ALLOW_ANONYMOUS": "maybe"}, "BROKER_ALLOW_ANONYMOUS='maybe' is not a boolean"),
+        ({"BROKER_DATABASE_URL": "mysql://x"}, "BROKER_DATABASE_URL must be"),
+        ({"BROKER_PUBLIC_URL": "ftp://x"}, "BROKER_PUBLIC_URL='ftp://x' is not an http(s) URL"),
+        ({"BROKER_CORS_ORIGINS": "app.example"}, "is not an origin"),
+        ({"BROKER_STORAGE": "s3"}, "BROKER_S3_BUCKET is required"),
+        ({"BROKER_BUCKETS": "/no/such/file.toml"}, "cannot read /no/such/file.toml"),
+        ({"BROKER_LOG_LEVEL": "loud"}, "BROKER_LOG_LEVEL='LOUD'"),
+    ],
+)
+def test_bad_values_are_named(tmp_path: Path, env: dict[str, str], fragment: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _settings(tmp_path, **env)
+    assert fragment in str(caught.value)
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _settings(tmp_path, BROKER_STORAGE="ftp", PORT="http")
+    assert "BROKER_STORAGE" in str(caught.value)
+    assert "PORT" in str(caught.value)
+
+
+def test_buckets_from_toml(tmp_path: Path) -> None:
+    path = tmp_path / "buckets.toml"
+    path.write_text(
+        '[buckets.avatars]\nmax_size = 2048\nallowed_mime_types = ["image/*"]\nmax_url_ttl = 60\n'
+    )
+    bucket = _settings(tmp_path, BROKER_BUCKETS=str(path)).buckets["avatars"]
+    assert bucket == BucketPolicy(
+        "avatars", max_size=2048, allowed_mime_types=("image/*",), max_url_ttl=60
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "fragment"),
+    [
+        ({"Bad Name": {}}, "names are 1-63"),
+        ({"b": {"max_size": -1}}, "max_size must be an integer >= 0"),
+        ({"b": {"max_size": "1GB"}}, "max_size must be an integer"),
+        ({"b": {"max_url_ttl": 8 * 24 * 3600}}, "7 days"),
+        ({"b": {"allowed_mime_types": ["images"]}}, "is not a MIME pattern"),
+        ({"b": {"multipart_threshold": 1}}, "multipart_threshold must be an integer >= 5242880"),
+        ({"b": {"colour": "red"}}, "unknown setting(s) colour"),
+        ({}, "at least one bucket"),
+    ],
+)
+def test_bad_bucket_files_are_explained(tmp_path: Path, spec: dict, fragment: str) -> None:  # type: ignore[type-arg]
+    path = tmp_path / "buckets.json"
+    path.write_text(json.dumps({"buckets": spec}))
+    with pytest.raises(ConfigError) as caught:
+        _settings(tmp_path, BROKER_BUCKETS=str(path))
+    assert fragment in str(caught.value)
+
+
+def test_malformed_bucket_file(tmp_path: Path) -> None:
+    path = tmp_path / "buckets.toml"
+    path.write_text("[buckets.a\n")
+    with pytest.raises(ConfigError, match="is not valid toml"):
+        _settings(tmp_path, BROKER_BUCKETS=str(path))
+
+
+@pytest.mark.parametrize(
+    ("patterns", "mime", "allowed"),
+    [
+        (("*/*",), "application/pdf", True),
+        (("image/*",), "image/png", True),
+        (("image/*",), "IMAGE/PNG", True),
+        (("image/*",), "text/plain", False),
+        (("application/pdf",), "application/pdf; charset=binary", True),
+        (("application/pdf",), "application/pdfx", False),
+        (("*/json",), "application/json", True),
+    ],
+)
+def test_mime_patterns(patterns: tuple[str, ...], mime: str, allowed: bool) -> None:
+    assert BucketPolicy("b", allowed_mime_types=patterns).allows(mime) is allowed
