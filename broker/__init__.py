@@ -32,6 +32,8 @@ def create_app(
     env = dict(os.environ if environ is None else environ)
     env.update(overrides or {})
     settings = Settings.from_env(env)
+    if not logging.getLogger().handlers:  # gunicorn or the host app may have set this up
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("broker").setLevel(settings.log_level)
     clock = clock or time.time
 

@@ -48,3 +48,7 @@ def child_exit(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+# gunicorn >= 25.1 opens a control socket at one fixed per-user path; two brokers on a host
+# would fight over it. Off unless asked for.
+control_socket_disable = os.environ.get("BROKER_GUNICORN_CONTROL_SOCKET", "") == ""

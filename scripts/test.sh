@@ -10,7 +10,7 @@ fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 bash scripts/services.sh
 
-.venv/bin/ruff check broker tests bench
+.venv/bin/ruff check broker tests
 .venv/bin/ruff format --check broker
 .venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

@@ -219,9 +219,10 @@ class LocalStorage:
         try:
             digest, received = self._spool(body, temp, limit=grant.size)
             if received != grant.size:
+                relation = "longer" if received > grant.size else "shorter"
                 raise BrokerError(
                     "upload.size_mismatch",
-                    f"Received {received} bytes; the declared size is {grant.size}.",
+                    f"The body is {relation} than the declared {grant.size} bytes.",
                 )
             if grant.sha256 is not None and digest != grant.sha256:
                 raise BrokerError(
