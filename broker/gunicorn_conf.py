@@ -49,6 +49,30 @@ def child_exit(server: Any, worker: Any) -> None:
 
     multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
 
+
 # gunicorn >= 25.1 opens a control socket at one fixed per-user path; two brokers on a host
 # would fight over it. Off unless asked for.
 control_socket_disable = os.environ.get("BROKER_GUNICORN_CONTROL_SOCKET", "") == ""
+
+
+def post_worker_init(worker: Any) -> None:
+    """Let the app's ``Connection: close`` reach gunicorn, which otherwise drops the header.
+
+    The broker says ``close`` when it answers an error before reading the request body (a
+    refused 2 GiB PUT, say). gunicorn would announce keep-alive, drain at most 64 KiB and
+    then cut the connection, stranding the client's next request. ``force_close`` makes
+    gunicorn announce ``close`` and close gracefully (FIN first, so the answer arrives).
+    """
+    app = worker.wsgi
+
+    def honour_connection_close(environ: dict[str, Any], start_response: Any) -> Any:
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            if any(k.lower() == "connection" and v.lower() == "close" for k, v in headers):
+                gunicorn_response = getattr(start_response, "__self__", None)
+                if gunicorn_response is not None and hasattr(gunicorn_response, "force_close"):
+                    gunicorn_response.force_close()
+            return start_response(status, headers, exc_info)
+
+        return app(environ, start)
+
+    worker.wsgi = honour_connection_close

@@ -45,6 +45,7 @@ def json_body(schema: Schema, *, optional: bool = False) -> dict[str, Any]:
     """Parse and validate a JSON body (400 unparseable, 413 over the cap, 422 invalid)."""
     request.max_content_length = service().settings.max_json_bytes
     raw = request.get_data(cache=True)
+    g.body_read = True
     if not raw.strip() and optional:
         data: Any = {}
     else:
@@ -80,11 +81,25 @@ def _echo_request_id(response: Response) -> Response:
     return response
 
 
+def _close_if_body_unread(response: Response) -> Response:
+    """An error answered before the body was read: say ``Connection: close``.
+
+    gunicorn drains only a little of an unread body before dropping the connection; a
+    keep-alive answer would then strand the client's next request on this connection.
+    """
+    if response.status_code >= 400 and not g.get("body_read"):
+        chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+        if chunked or (request.content_length or 0) > 0:
+            response.headers["Connection"] = "close"
+    return response
+
+
 def init_app(app: Flask) -> None:
     """Register every blueprint and the request-id hooks."""
     from . import blobs, buckets, files, keys, meta
 
     app.before_request(_assign_request_id)
     app.after_request(_echo_request_id)
+    app.after_request(_close_if_body_unread)
     for module in (files, buckets, keys, blobs, meta):
         app.register_blueprint(module.bp)

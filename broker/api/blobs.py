@@ -34,14 +34,6 @@ def put(token: str) -> Response:
     return response
 
 
-@bp.after_request
-def _close_unread(response: Response) -> Response:
-    """A rejected PUT may leave body bytes unread: close rather than drain them."""
-    if request.method == "PUT" and response.status_code >= 400:
-        response.headers["Connection"] = "close"
-    return response
-
-
 @bp.get("/<token>")
 def get(token: str) -> Response:
     """Serve the object (HEAD too), with Range, ETag and If-None-Match support."""

@@ -39,14 +39,15 @@ STARTUP_TIMEOUT = 20.0
 SHUTDOWN_TIMEOUT = 15.0
 HTTP_TIMEOUT = 15.0
 
-# Inherited settings that would change where or how the server listens or stores data.
+# Inherited settings that would change where or how the server listens or keeps data
+# (every BROKER_* variable is dropped as well; each test says what it wants).
 _DROPPED_ENV = ("PORT", "WEB_CONCURRENCY", "PROMETHEUS_MULTIPROC_DIR")
 
 
 # -- assertions ---------------------------------------------------------------------------
 
 
-def expect_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+def expect_error(response: httpx.Response | RawReply, status: int, code: str) -> dict[str, Any]:
     """Assert the contract's error envelope with this status and code; return the body."""
     text = response.text
     assert response.status_code == status, (
@@ -72,6 +73,11 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _loopback_only(request: httpx.Request) -> None:
+    """httpx hook: refuse to send anything anywhere but 127.0.0.1 (signed URLs included)."""
+    assert request.url.host == LOOPBACK, f"refusing to talk to {request.url.host}"
+
+
 def free_port() -> int:
     """A TCP port on loopback that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -85,14 +91,18 @@ def free_port() -> int:
 
 @dataclass
 class RawReply:
-    """A response read off a raw socket."""
+    """A response read off a raw socket (with the parts of httpx.Response tests use)."""
 
-    status: int
+    status_code: int
     headers: http.client.HTTPMessage
-    body: bytes
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
 
     def json(self) -> Any:
-        return json.loads(self.body)
+        return json.loads(self.content)
 
 
 class RawConnection:
@@ -108,20 +118,18 @@ class RawConnection:
         self.sock = socket.create_connection((LOOPBACK, self.url.port or 80), timeout=timeout)
         self.method = "GET"
 
-    def send_head(self, method: str, headers: Mapping[str, str]) -> None:
+    def send_head(
+        self, method: str, headers: Mapping[str, str], *, path: str | None = None
+    ) -> None:
+        """Request line and headers; ``path`` targets another route on the same connection."""
         self.method = method
-        target = self.url.raw_path.decode("ascii")
+        target = path or self.url.raw_path.decode("ascii")
         lines = [f"{method} {target} HTTP/1.1", f"Host: {self.url.host}:{self.url.port}"]
         lines += [f"{name}: {value}" for name, value in headers.items()]
-        lines.append("Connection: close")
         self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
-
-    def send_chunk(self, data: bytes) -> None:
-        """One chunk of a ``Transfer-Encoding: chunked`` body (empty data ends the body)."""
-        self.sock.sendall(f"{len(data):x}\r\n".encode() + data + b"\r\n")
 
     def half_close(self) -> None:
         """Tell the server no more bytes are coming (FIN), but keep reading its answer."""
@@ -157,7 +165,7 @@ def raw_request(
     A server may answer (and close) before the whole body is sent; the answer is still read.
     """
     with RawConnection(url) as conn:
-        conn.send_head(method, headers)
+        conn.send_head(method, {**headers, "Connection": "close"})
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             for part in parts:
                 conn.send(part)
@@ -262,7 +270,11 @@ class BrokerServer:
         """An httpx client for this server (closed when the server stops)."""
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         client = httpx.Client(
-            base_url=self.url, headers=headers, timeout=HTTP_TIMEOUT, trust_env=False
+            base_url=self.url,
+            headers=headers,
+            timeout=HTTP_TIMEOUT,
+            trust_env=False,
+            event_hooks={"request": [_loopback_only]},
         )
         self._clients.append(client)
         return client
@@ -293,9 +305,17 @@ class BrokerServer:
         """Where the embedded blob store keeps visible objects (pointers and data)."""
         return self.data_dir / "blobs" / "objects"
 
-    def stored_files(self) -> list[Path]:
-        """Every file under ``objects/``: ``*.json`` pointers and ``*.blob`` data."""
-        return sorted(p for p in self.objects_dir.rglob("*") if p.is_file())
+    def stored_files(self, tenant: str, key: str, bucket: str = "default") -> list[Path]:
+        """The pointer (``<h>.json``) and data (``<h>.<uuid>.blob``) files of one object.
+
+        The store names them by ``h``, the SHA-256 of ``tenant/bucket/key`` (README).
+        """
+        digest = sha256_hex(f"{tenant}/{bucket}/{key}".encode())
+        return sorted((self.objects_dir / digest[:2]).glob(f"{digest}*"))
+
+    def partial_uploads(self) -> list[Path]:
+        """Bodies being received right now (``blobs/tmp/*.part``, never visible)."""
+        return sorted((self.data_dir / "blobs" / "tmp").glob("*.part"))
 
     def worker_pids(self) -> set[int]:
         """The gunicorn workers: the master's child processes."""
