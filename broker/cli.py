@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from typing import Any
 
 import click
@@ -141,6 +142,49 @@ def keys_revoke(key_id: str) -> None:
             _echo(service.revoke_key(_admin(), key_id))
         except BrokerError as exc:
             raise click.ClickException(exc.message) from exc
+
+
+@main.group()
+def s3() -> None:
+    """S3 storage (BROKER_STORAGE=s3)."""
+
+
+@s3.command("setup")
+@click.option("--create-bucket", is_flag=True, help="Create BROKER_S3_BUCKET if it is missing.")
+@click.option(
+    "--abort-multipart-days",
+    type=click.IntRange(1, 365),
+    default=1,
+    show_default=True,
+    help="Lifecycle: abort incomplete multipart uploads after this many days.",
+)
+def s3_setup(create_bucket: bool, abort_multipart_days: int) -> None:
+    """Prepare the bucket: CORS for BROKER_CORS_ORIGINS (PUT/GET, ETag exposed) and a
+    lifecycle rule that aborts incomplete multipart uploads."""
+    from .errors import BrokerError
+    from .storage import S3Storage
+
+    settings = _settings()
+    if settings.storage != "s3" or not settings.s3_bucket:
+        raise click.ClickException("set BROKER_STORAGE=s3 and BROKER_S3_BUCKET first")
+    storage = S3Storage(
+        bucket=settings.s3_bucket,
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+        clock=time.time,
+    )
+    try:
+        done = storage.setup(
+            create=create_bucket,
+            cors_origins=settings.cors_origins,
+            abort_multipart_days=abort_multipart_days,
+        )
+    except BrokerError as exc:
+        raise click.ClickException(exc.message) from exc
+    for line in done:
+        click.echo(line)
+    if not settings.cors_origins:
+        click.echo("CORS: none applied (BROKER_CORS_ORIGINS is empty; browsers cannot PUT)")
 
 
 class _app_context:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from urllib.parse import quote
 
 MAX_KEY_BYTES = 1024  # the S3 limit, so a key valid here is valid everywhere
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -85,3 +86,15 @@ def key_from_name(prefix: str, name: str) -> str:
         return normalise_key(f"{prefix}/{display_name(name)}")
     except InvalidKey:
         return prefix
+
+
+def content_disposition(filename: str, *, attachment: bool) -> str:
+    """An RFC 6266 Content-Disposition value: an ASCII ``filename`` and, when the name is
+    not ASCII, the exact name as ``filename*`` (RFC 5987)."""
+    kind = "attachment" if attachment else "inline"
+    fallback = unicodedata.normalize("NFKD", filename).encode("ascii", "ignore").decode()
+    fallback = re.sub(r'[\x00-\x1f\x7f"\\;]', "_", fallback) or "download"
+    value = f'{kind}; filename="{fallback}"'
+    if fallback != filename:
+        value += f"; filename*=UTF-8''{quote(filename, safe='!#$&+-.^_`|~')}"
+    return value

@@ -9,6 +9,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 bash scripts/services.sh
+bash scripts/localstack.sh
 
 .venv/bin/ruff check broker tests
 .venv/bin/ruff format --check broker

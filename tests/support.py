@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 from flask import Flask
 from flask.testing import FlaskClient
 
 ADMIN_KEY = "test-admin-key-" + "x" * 24
+LOCAL_BASE = "http://localhost/"  # where the Flask test client's signed blob URLs point
 
 
 class FrozenClock:
@@ -55,12 +59,18 @@ class Harness:
         assert response.status_code == 201, response.json
         return dict(response.json)
 
-    def put(self, upload: dict[str, Any], data: bytes, **header_overrides: str) -> Any:
+    def send(self, method: str, url: str, headers: dict[str, str], data: bytes = b"") -> Reply:
+        """A request to a signed URL: into the app for blob URLs, over HTTP for S3 peers."""
+        if url.startswith(LOCAL_BASE):
+            answer = self.client.open(path_of(url), method=method, headers=headers, data=data)
+            return Reply(answer.status_code, answer.headers, answer.get_data())
+        remote = httpx.request(method, url, headers=headers, content=data, timeout=30)
+        return Reply(remote.status_code, remote.headers, remote.content)
+
+    def put(self, upload: dict[str, Any], data: bytes, **header_overrides: str) -> Reply:
         """Send the bytes the way a client is told to: exact method, URL and headers."""
         headers = {**upload["headers"], **header_overrides}
-        return self.client.open(
-            path_of(upload["url"]), method=upload["method"], data=data, headers=headers
-        )
+        return self.send(upload["method"], upload["url"], headers, data)
 
     def upload(self, headers: dict[str, str], data: bytes, **fields: Any) -> dict[str, Any]:
         """Declare, PUT and complete; returns the completed file."""
@@ -71,8 +81,21 @@ class Harness:
         assert done.status_code == 200, done.json
         return dict(done.json)
 
-    def download(self, url: str, **headers: str) -> Any:
-        return self.client.get(path_of(url), headers=headers)
+    def download(self, url: str, **headers: str) -> Reply:
+        return self.send("GET", url, headers)
+
+
+@dataclass
+class Reply:
+    """A response from wherever a signed URL led (the app, or an S3 peer)."""
+
+    status_code: int
+    headers: Mapping[str, str]
+    data: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.data)
 
 
 def path_of(url: str) -> str:

@@ -1,24 +1,28 @@
 """The storage contract, written once against the Protocol and run against every adapter.
 
-Each backend brings a Storage and a way to send HTTP to the URLs it signs. Enforcement
-tests (wrong length, type, checksum, expired or altered URL) run on backends whose server
-really enforces them; moto, for instance, would not, so it will only run the functional half.
+Each backend brings a Storage and a way to send HTTP to the URLs it signs: the embedded
+store (through the Flask app), S3 on moto (in-process, fast) and S3 on LocalStack (a real
+server with signature validation). The enforcement half (wrong length, type, checksum,
+expired or altered URL) runs on the backends whose server enforces; moto does not, so it is
+not asked to (that is a fact about moto, not a skipped test).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
 
-from broker.storage import Storage
+from broker.storage import S3Storage, Storage
 
 from support import Harness, path_of
 
-Send = Callable[[str, str, dict[str, str], bytes], tuple[int, dict[str, str], bytes]]
+Send = Callable[[str, str, dict[str, str], bytes], tuple[int, Mapping[str, str], bytes]]
 
 
 @dataclass
@@ -35,7 +39,7 @@ class Backend:
 def _local(harness: Harness) -> Backend:
     def send(method: str, url: str, headers: dict[str, str], body: bytes) -> Any:
         response = harness.client.open(path_of(url), method=method, headers=headers, data=body)
-        return response.status_code, dict(response.headers), response.get_data()
+        return response.status_code, response.headers, response.get_data()
 
     return Backend(
         storage=harness.service.storage,
@@ -46,9 +50,37 @@ def _local(harness: Harness) -> Backend:
     )
 
 
-@pytest.fixture(params=["local"])
-def backend(request: pytest.FixtureRequest, harness: Harness) -> Backend:
-    return {"local": _local}[request.param](harness)
+def _s3(peer: Any) -> Backend:
+    storage = S3Storage(
+        bucket=peer.new_bucket(), endpoint_url=peer.endpoint, region="us-east-1", clock=time.time
+    )
+
+    def send(method: str, url: str, headers: dict[str, str], body: bytes) -> Any:
+        response = httpx.request(method, url, headers=headers, content=body, timeout=30)
+        return response.status_code, response.headers, response.content
+
+    return Backend(
+        storage=storage, send=send, advance=time.sleep, now=time.time, enforces=peer.enforces
+    )
+
+
+def _make(request: pytest.FixtureRequest) -> Backend:
+    if request.param == "local":
+        return _local(request.getfixturevalue("harness"))
+    return _s3(request.getfixturevalue({"moto": "moto_s3"}.get(request.param, request.param)))
+
+
+@pytest.fixture(params=["local", "moto", "localstack"])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    return _make(request)
+
+
+@pytest.fixture(params=["local", "localstack"])
+def enforcing(request: pytest.FixtureRequest) -> Backend:
+    """Only backends whose server checks signatures, lengths, types, checksums, expiry."""
+    made = _make(request)
+    assert made.enforces
+    return made
 
 
 def _put(
@@ -157,12 +189,6 @@ def test_ping_answers(backend: Backend) -> None:
 def _assert_refused(backend: Backend, key: str, status: int) -> None:
     assert status in (400, 403, 411, 422), status
     assert backend.storage.head(key) is None, "a refused upload must leave nothing visible"
-
-
-@pytest.fixture
-def enforcing(backend: Backend) -> Backend:
-    assert backend.enforces
-    return backend
 
 
 def test_refuses_a_shorter_body(enforcing: Backend) -> None:

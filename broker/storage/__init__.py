@@ -7,14 +7,22 @@ from collections.abc import Callable
 from ..config import Clock, ConfigError, Settings
 from .base import ObjectInfo, Storage
 from .local import LocalStorage
+from .s3 import S3Storage
 
-__all__ = ["LocalStorage", "ObjectInfo", "Storage", "build_storage"]
+__all__ = ["LocalStorage", "ObjectInfo", "S3Storage", "Storage", "build_storage"]
 
 
 def build_storage(settings: Settings, *, clock: Clock, base_url: Callable[[], str]) -> Storage:
-    """The adapter the settings ask for (only ``local`` until the S3 adapter lands)."""
+    """The adapter the settings ask for: the embedded blob store or S3."""
     if settings.storage == "local":
         return LocalStorage(
             settings.data_dir / "blobs", settings.secret_key, base_url=base_url, clock=clock
         )
-    raise ConfigError(f"BROKER_STORAGE={settings.storage!r} is not supported by this version")
+    if settings.storage == "s3" and settings.s3_bucket:
+        return S3Storage(
+            bucket=settings.s3_bucket,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            clock=clock,
+        )
+    raise ConfigError(f"BROKER_STORAGE={settings.storage!r} needs its settings")
