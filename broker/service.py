@@ -317,7 +317,7 @@ class Broker:
         has_more = len(records) > limit
         records = records[:limit]
         return FilePage(
-            files=[self._view(r) for r in records],
+            files=[self._view(r, probe=False) for r in records],
             has_more=has_more,
             next_cursor=encode_cursor(records[-1].id) if has_more else None,
         )
@@ -492,15 +492,20 @@ class Broker:
             expires_at=until,
         )
 
-    def _view(self, record: FileRecord) -> FileView:
-        """The API's view of a record: storage's offset while pending, fresh URLs."""
+    def _view(self, record: FileRecord, *, probe: bool = True) -> FileView:
+        """The API's view of a record: storage's offset while pending, fresh URLs.
+
+        Listings pass ``probe=False``: a page must not cost one storage round trip per
+        pending file, so there a pending file shows offset 0 and no upload section; GET
+        of the file itself asks storage.
+        """
         if record.status is Status.COMPLETE:
             # A bucket dropped from the configuration still serves the files it holds.
             policy = self.settings.buckets.get(record.bucket) or BucketPolicy(record.bucket)
             return FileView(
                 record=record, offset=record.size, download_url=self._download_url(record, policy)
             )
-        if record.status is Status.PENDING:
+        if record.status is Status.PENDING and probe:
             info = self.storage.head(record.storage_key)
             upload = self._upload(record) if record.expires_at > self.now() else None
             return FileView(record=record, offset=info.size if info else 0, upload=upload)

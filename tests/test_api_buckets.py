@@ -174,3 +174,23 @@ def test_failed_create_does_not_burn_the_idempotency_key(
     assert clash.status_code == 409
     retry = _create(harness, acme, "k2", key="free.txt")
     assert retry.status_code == 201
+
+
+def test_listing_costs_no_storage_round_trips(
+    harness: Harness, acme: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page of pending files must not HEAD each one (S3 would make that one RTT per row)."""
+    created = harness.declare(acme)
+    assert harness.put(created["upload"], b"hello").status_code == 200
+
+    def no_head(key: str) -> None:
+        raise AssertionError(f"listing asked storage about {key}")
+
+    monkeypatch.setattr(harness.service.storage, "head", no_head)
+    page = harness.client.get("/v1/buckets/default/files", headers=acme)
+    assert page.status_code == 200
+    assert page.json["data"][0]["status"] == "pending"
+    monkeypatch.undo()
+    # The file itself still reports what storage holds.
+    live = harness.client.get(f"/v1/files/{created['id']}", headers=acme).json
+    assert live["offset"] == 5
