@@ -26,6 +26,7 @@ def create_app(
     from . import api, errors, metrics
     from .config import Settings
     from .db import Database, MetadataStore
+    from .downloads import DownloadLinks
     from .service import Broker
     from .storage import build_storage
 
@@ -59,7 +60,8 @@ def create_app(
 
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["broker"] = Broker(settings, MetadataStore(database), storage, clock)
+    links = DownloadLinks(settings.secret_key, base_url=base_url, clock=clock)
+    app.extensions["broker"] = Broker(settings, MetadataStore(database), storage, clock, links)
     app.extensions["broker.settings"] = settings
     errors.init_app(app)
     metrics.init_app(app)

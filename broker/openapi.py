@@ -178,6 +178,18 @@ PATHS: dict[str, dict[str, Any]] = {
             auth=False,
         ),
     },
+    "/v1/downloads/{token}": {
+        "get": _op(
+            "Follow a broker download link: 302 to storage once complete (409 before); "
+            "active content from storage without nosniff is streamed",
+            (302, None),
+            403,
+            404,
+            409,
+            params=[_TOKEN],
+            auth=False,
+        ),
+    },
     "/v1/keys": {
         "post": _op(
             "Mint an API key (admin)", (201, "KeyCreated"), 400, 401, 403, 422, body="KeyCreate"

@@ -8,15 +8,17 @@ the client says.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import IO, Any
 
 from .auth import ADMIN_KEY_ID, Authenticator, mint_key, require
 from .config import BucketPolicy, Clock, Settings
 from .db import IdempotencyConflict, IdempotentAnswer, KeyExists, MetadataStore
+from .downloads import DownloadLinks
 from .errors import BrokerError, ErrorCode, validation_error
 from .ids import decode_cursor, encode_cursor, new_id
 from .metrics import COMPLETIONS, DECLARED
@@ -29,7 +31,14 @@ from .models import (
     Status,
     UploadInstructions,
 )
-from .naming import InvalidKey, display_name, is_active_content, key_from_name, normalise_key
+from .naming import (
+    InvalidKey,
+    content_disposition,
+    display_name,
+    is_active_content,
+    key_from_name,
+    normalise_key,
+)
 from .schemas import FileSchema
 from .storage import LocalStorage, ObjectInfo, Storage
 from .storage.local import GetGrant, LocatedBlob
@@ -45,6 +54,23 @@ class Declared:
 
     body: Mapping[str, Any]
     replayed: bool
+
+
+@dataclass(frozen=True)
+class Redirect:
+    """Answer with a 302 to this URL."""
+
+    url: str
+
+
+@dataclass(frozen=True)
+class Stream:
+    """Answer with these bytes and headers (active content from storage without nosniff)."""
+
+    chunks: Iterator[bytes]
+    size: int
+    content_type: str
+    disposition: str
 
 
 @dataclass(frozen=True)
@@ -65,11 +91,13 @@ class Broker:
         store: MetadataStore,
         storage: Storage,
         clock: Clock,
+        links: DownloadLinks,
     ) -> None:
         self.settings = settings
         self.store = store
         self.storage = storage
         self.clock = clock
+        self.links = links
         self.authenticator = Authenticator(
             store, admin_key=settings.admin_key, allow_anonymous=settings.allow_anonymous
         )
@@ -146,10 +174,11 @@ class Broker:
             record=record,
             offset=0,
             upload=self._upload(record),
-            download_url=self._download_url(
-                record,
-                policy,
-                until=min(record.expires_at + self.settings.download_ttl, now + policy.max_url_ttl),
+            # A link through the broker: it serves nothing until the file is complete.
+            download_url=self.links.sign(
+                record.tenant,
+                record.id,
+                min(record.expires_at + self.settings.download_ttl, now + policy.max_url_ttl),
             ),
         )
         body = FileSchema().dump(view)
@@ -406,6 +435,36 @@ class Broker:
             record = replace(record, revoked_at=now)
         return _key_fields(record)
 
+    # -- download links -----------------------------------------------------------------------
+
+    def open_download(self, token: str) -> Redirect | Stream:
+        """Resolve a download link: 409 until complete; then a redirect to storage, or the
+        bytes themselves for active content that storage cannot mark ``nosniff``."""
+        grant = self.links.verify(token)
+        record = self.store.get_file(grant.tenant, grant.file_id)
+        if record is None:
+            raise BrokerError("file.not_found", f"No file {grant.file_id}.")
+        if record.status is not Status.COMPLETE:
+            raise BrokerError(
+                "upload.not_received", f"File {record.id} is {record.status.value}, not complete."
+            )
+        if not (is_active_content(record.mime_type) and not self.storage.serves_nosniff):
+            policy = self.settings.buckets.get(record.bucket) or BucketPolicy(record.bucket)
+            return Redirect(self._download_url(record, policy))
+        chunks = self.storage.iter_bytes(record.storage_key)
+        try:  # open it now, so a missing object is an error answer, not a cut-off body
+            first = next(chunks, b"")
+        except FileNotFoundError:
+            raise BrokerError(
+                "file.not_found", f"File {record.id} has no bytes in storage."
+            ) from None
+        return Stream(
+            chunks=itertools.chain([first], chunks),
+            size=record.size,
+            content_type=record.mime_type,
+            disposition=content_disposition(display_name(record.name), attachment=True),
+        )
+
     # -- blobs (embedded store only) ----------------------------------------------------------
 
     def receive_blob(
@@ -479,11 +538,12 @@ class Broker:
             expires_at=record.expires_at,
         )
 
-    def _download_url(
-        self, record: FileRecord, policy: BucketPolicy, until: int | None = None
-    ) -> str:
-        if until is None:
-            until = self.now() + min(self.settings.download_ttl, policy.max_url_ttl)
+    def _download_url(self, record: FileRecord, policy: BucketPolicy) -> str:
+        """A fresh URL for a complete file: storage's own, unless storage cannot serve it
+        safely (active content without nosniff), then the broker's streaming link."""
+        until = self.now() + min(self.settings.download_ttl, policy.max_url_ttl)
+        if is_active_content(record.mime_type) and not self.storage.serves_nosniff:
+            return self.links.sign(record.tenant, record.id, until)
         return self.storage.presign_get(
             record.storage_key,
             filename=display_name(record.name),

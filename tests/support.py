@@ -82,7 +82,13 @@ class Harness:
         return dict(done.json)
 
     def download(self, url: str, **headers: str) -> Reply:
-        return self.send("GET", url, headers)
+        """GET a download URL, following the broker's redirects to storage."""
+        reply = self.send("GET", url, headers)
+        for _ in range(3):
+            if reply.status_code not in (301, 302, 303, 307):
+                break
+            reply = self.send("GET", reply.headers["Location"], headers)
+        return reply
 
 
 @dataclass

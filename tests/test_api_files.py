@@ -48,7 +48,7 @@ def test_declare_answers_the_contract_shape(harness: Harness, acme: dict[str, st
     assert upload["headers"] == {"Content-Type": "application/pdf", "Content-Length": "12345"}
     assert upload["expires_at"] == created["expires_at"]
     assert created["upload_url"] == upload["url"]
-    assert created["download_url"].startswith("http://localhost/v1/blobs/")
+    assert created["download_url"].startswith("http://localhost/v1/downloads/")
 
 
 def test_full_round_trip_with_checksum(harness: Harness, acme: dict[str, str]) -> None:
@@ -117,13 +117,37 @@ def test_download_of_a_pending_file_is_409(harness: Harness, acme: dict[str, str
     assert _error(response) == "upload.not_received"
 
 
-def test_blob_download_url_is_404_until_bytes_arrive(
+def test_create_download_url_serves_nothing_until_complete(
     harness: Harness, acme: dict[str, str]
 ) -> None:
+    """API.md: download_url only serves bytes once the file is complete."""
     created = harness.declare(acme)
+    before_upload = harness.download(created["download_url"])
+    assert (before_upload.status_code, _error(before_upload)) == (409, "upload.not_received")
+    assert harness.put(created["upload"], BODY).status_code == 200
+    before_complete = harness.download(created["download_url"])
+    assert (before_complete.status_code, _error(before_complete)) == (409, "upload.not_received")
+    assert BODY not in before_complete.data
+    harness.client.post(f"/v1/files/{created['id']}/complete", headers=acme)
+    assert harness.download(created["download_url"]).data == BODY
+
+
+def test_download_link_expires_and_resists_tampering(
+    harness: Harness, acme: dict[str, str]
+) -> None:
+    created = harness.declare(acme, expires_in=60)
+    link = created["download_url"]
+    tampered = link[:-4] + ("AAAA" if not link.endswith("AAAA") else "BBBB")
+    assert _error(harness.download(tampered)) == "blob.bad_signature"
+    harness.clock.advance(60 + 300)  # upload expiry plus BROKER_DOWNLOAD_TTL
+    assert _error(harness.download(link)) == "blob.expired"
+
+
+def test_download_link_of_a_deleted_file_is_404(harness: Harness, acme: dict[str, str]) -> None:
+    created = harness.declare(acme)
+    harness.client.delete(f"/v1/files/{created['id']}", headers=acme)
     response = harness.download(created["download_url"])
-    assert response.status_code == 404
-    assert _error(response) == "blob.not_found"
+    assert (response.status_code, _error(response)) == (404, "file.not_found")
 
 
 def test_download_urls_expire(harness: Harness, acme: dict[str, str]) -> None:

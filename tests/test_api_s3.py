@@ -204,3 +204,25 @@ def test_s3_setup_needs_s3_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: A
     result = CliRunner().invoke(main, ["s3", "setup"])
     assert result.exit_code != 0
     assert "BROKER_STORAGE=s3" in result.output
+
+
+def test_active_content_is_streamed_by_the_broker_with_nosniff(s3: Harness) -> None:
+    """S3 cannot add X-Content-Type-Options to its answers, so for HTML, SVG, XML and
+    JavaScript the download URL is the broker's own link, which streams with the header."""
+    acme = s3.key("acme")
+    page = b"<svg xmlns='http://www.w3.org/2000/svg' onload='alert(1)'/>" * 40_000  # ~2 MiB
+    done = s3.upload(acme, page, name="x.svg", mime_type="image/svg+xml")
+    assert "/v1/downloads/" in done["download_url"]
+    for url in (
+        done["download_url"],
+        s3.client.get(f"/v1/files/{done['id']}/content", headers=acme).headers["Location"],
+    ):
+        served = s3.download(url)
+        assert served.status_code == 200
+        assert served.data == page
+        assert served.headers["X-Content-Type-Options"] == "nosniff"
+        assert served.headers["Content-Disposition"] == 'attachment; filename="x.svg"'
+        assert served.headers["Content-Type"] == "image/svg+xml"
+    # Everything else still goes straight to the bucket.
+    plain = s3.upload(acme, b"text", name="t.txt")
+    assert "/v1/downloads/" not in plain["download_url"]

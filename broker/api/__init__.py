@@ -96,10 +96,10 @@ def _close_if_body_unread(response: Response) -> Response:
 
 def init_app(app: Flask) -> None:
     """Register every blueprint and the request-id hooks."""
-    from . import blobs, buckets, files, keys, meta
+    from . import blobs, buckets, downloads, files, keys, meta
 
     app.before_request(_assign_request_id)
     app.after_request(_echo_request_id)
     app.after_request(_close_if_body_unread)
-    for module in (files, buckets, keys, blobs, meta):
+    for module in (files, buckets, keys, blobs, downloads, meta):
         app.register_blueprint(module.bp)

@@ -33,6 +33,9 @@ class Storage(Protocol):
     """
 
     name: str
+    serves_nosniff: bool
+    """Whether this storage's download answers carry ``X-Content-Type-Options: nosniff``.
+    Where not (S3), the broker streams active content itself rather than redirect to it."""
 
     def presign_put(
         self, key: str, *, size: int, content_type: str, sha256: str | None, expires_at: int

@@ -93,6 +93,7 @@ class LocalStorage:
     """Storage adapter for a local directory; also serves the ``/v1/blobs`` endpoints."""
 
     name = "local"
+    serves_nosniff = True
 
     def __init__(
         self, root: Path, secret_key: str, base_url: Callable[[], str], clock: Clock

@@ -52,6 +52,7 @@ class S3Storage:
     """Storage adapter for one S3 bucket."""
 
     name = "s3"
+    serves_nosniff = False  # S3 keeps no such response header; see broker/downloads.py
 
     def __init__(self, *, bucket: str, endpoint_url: str | None, region: str, clock: Clock) -> None:
         self.bucket = bucket

@@ -8,6 +8,9 @@ admin key and Prometheus multiprocess directory. Nothing here talks to any other
 - ``start_broker``: a factory for servers with their own settings (bucket policies, worker
   timeout) or that a test may damage (killing workers); stopped when the test ends.
 - ``tenant``: a fresh tenant with its own API key on the default server.
+- ``s3_broker``: one server for the session in S3 mode, on a fresh bucket of the real
+  LocalStack peer (``localstack``, from ``tests/conftest.py``); its tenants also check the
+  bucket itself (``Tenant.s3``).
 
 Test modules import the plain helpers (``expect_error``, ``RawConnection``, ...) from here.
 """
@@ -40,8 +43,10 @@ SHUTDOWN_TIMEOUT = 15.0
 HTTP_TIMEOUT = 15.0
 
 # Inherited settings that would change where or how the server listens or keeps data
-# (every BROKER_* variable is dropped as well; each test says what it wants).
+# (every BROKER_* and AWS_* variable is dropped as well; each test says what it wants, and
+# S3-mode servers get throwaway LocalStack credentials from ``s3_env``, never inherited ones).
 _DROPPED_ENV = ("PORT", "WEB_CONCURRENCY", "PROMETHEUS_MULTIPROC_DIR")
+_DROPPED_PREFIXES = ("BROKER_", "AWS_")
 
 
 # -- assertions ---------------------------------------------------------------------------
@@ -172,6 +177,52 @@ def raw_request(
         return conn.reply()
 
 
+# -- S3 storage behind a broker -------------------------------------------------------------
+
+
+def s3_env(endpoint: str, bucket: str) -> dict[str, str]:
+    """Settings for a server in S3 mode on ``bucket`` at ``endpoint`` (LocalStack's secret)."""
+    return {
+        "BROKER_STORAGE": "s3",
+        "BROKER_S3_BUCKET": bucket,
+        "BROKER_S3_ENDPOINT_URL": endpoint,
+        "BROKER_S3_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    }
+
+
+@dataclass
+class S3Bucket:
+    """The bucket an S3-mode server keeps its objects in, seen directly with boto3."""
+
+    name: str
+    client: Any
+    """A boto3 S3 client for the peer (tests look behind the broker's back with it)."""
+
+    def head(self, storage_key: str) -> dict[str, Any] | None:
+        """``head_object``'s answer, or None when S3 answers 404 (nothing stored)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            found: dict[str, Any] = self.client.head_object(Bucket=self.name, Key=storage_key)
+        except ClientError as exc:
+            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                return None
+            raise
+        return found
+
+    def put(self, storage_key: str, body: bytes, content_type: str) -> None:
+        """Write an object directly, as someone with bucket access (not the client) could."""
+        self.client.put_object(
+            Bucket=self.name, Key=storage_key, Body=body, ContentType=content_type
+        )
+
+
 # -- talking to a broker ------------------------------------------------------------------
 
 
@@ -185,6 +236,12 @@ class Tenant:
     """Authenticated client for the API routes."""
     blobs: httpx.Client
     """Unauthenticated client for the signed blob URLs (they carry their own authority)."""
+    s3: S3Bucket | None = None
+    """The server's bucket when it stores in S3 (None with the embedded blob store)."""
+
+    def storage_key(self, file: Mapping[str, Any]) -> str:
+        """Where storage keeps a file's bytes: ``tenant/bucket/key`` (FileRecord.storage_key)."""
+        return f"{self.name}/{file['bucket']}/{file['key']}"
 
     def declare_raw(self, **fields: Any) -> httpx.Response:
         return self.http.post("/v1/files", json=fields)
@@ -239,8 +296,12 @@ class Tenant:
 
     def assert_nothing_stored(self, file_id: str) -> None:
         """The file is still pending with no bytes: storage kept nothing of a rejected PUT."""
-        assert self.get(file_id)["offset"] == 0
+        file = self.get(file_id)
+        assert file["status"] == "pending"
+        assert file["offset"] == 0
         expect_error(self.complete(file_id), 409, "upload.not_received")
+        if self.s3 is not None:
+            assert self.s3.head(self.storage_key(file)) is None, "S3 kept an object"
 
     def assert_recovers(self, file: Mapping[str, Any], content: bytes) -> None:
         """After a rejected PUT, the honest PUT to the same URL still works and completes."""
@@ -262,6 +323,8 @@ class BrokerServer:
     proc: subprocess.Popen[bytes]
     stdout_path: Path
     stderr_path: Path
+    s3: S3Bucket | None = None
+    """Its bucket, when it runs in S3 mode (``BROKER_STORAGE=s3``)."""
     _clients: list[httpx.Client] = field(default_factory=list)
 
     # -- clients and keys
@@ -296,7 +359,7 @@ class BrokerServer:
         """A tenant (fresh and random unless named) with a new key and clients."""
         name = name or f"t{secrets.token_hex(6)}"
         key = self.new_key(name)
-        return Tenant(name=name, key=key, http=self.client(key), blobs=self.client())
+        return Tenant(name=name, key=key, http=self.client(key), blobs=self.client(), s3=self.s3)
 
     # -- processes and disk
 
@@ -325,8 +388,9 @@ class BrokerServer:
                 children.update(int(pid) for pid in (task / "children").read_text().split())
         return children
 
-    def wait_until_healthy(self, timeout: float = STARTUP_TIMEOUT) -> None:
-        """Poll ``/v1/health`` until it answers 200; fail with stderr if gunicorn died."""
+    def wait_until_healthy(self, timeout: float = STARTUP_TIMEOUT, *, healthy: bool = True) -> None:
+        """Poll ``/v1/health`` until it answers 200 (any answer unless ``healthy``); fail with
+        stderr if gunicorn died. A server whose storage is down answers 503, yet serves."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -334,8 +398,8 @@ class BrokerServer:
                     f"gunicorn exited with {self.proc.returncode}:\n{self.stderr()}", pytrace=False
                 )
             with contextlib.suppress(httpx.TransportError):
-                response = httpx.get(f"{self.url}/v1/health", timeout=1.0, trust_env=False)
-                if response.status_code == 200:
+                response = httpx.get(f"{self.url}/v1/health", timeout=5.0, trust_env=False)
+                if response.status_code == 200 or not healthy:
                     return
             time.sleep(0.05)
         pytest.fail(f"gunicorn did not become healthy in {timeout} s:\n{self.stderr()}")
@@ -356,13 +420,18 @@ class BrokerServer:
                 self.proc.wait()
 
 
-def broker_env(base: Path, admin_key: str, overrides: Mapping[str, str]) -> dict[str, str]:
-    """The server's environment: ours, minus anything that would redirect it, plus the test's."""
-    env = {
+def inherited_env() -> dict[str, str]:
+    """Our environment minus anything that would redirect a server or a ``broker`` command."""
+    return {
         name: value
         for name, value in os.environ.items()
-        if name not in _DROPPED_ENV and not name.startswith("BROKER_")
+        if name not in _DROPPED_ENV and not name.startswith(_DROPPED_PREFIXES)
     }
+
+
+def broker_env(base: Path, admin_key: str, overrides: Mapping[str, str]) -> dict[str, str]:
+    """The server's environment: ours, minus anything that would redirect it, plus the test's."""
+    env = inherited_env()
     metrics_dir = base / "metrics"
     metrics_dir.mkdir()
     env.update(
@@ -377,8 +446,14 @@ def broker_env(base: Path, admin_key: str, overrides: Mapping[str, str]) -> dict
 
 
 @contextlib.contextmanager
-def running_broker(base: Path, **overrides: str) -> Iterator[BrokerServer]:
-    """Start gunicorn in ``base`` (data, metrics, logs), yield it healthy, then stop it."""
+def running_broker(
+    base: Path, *, healthy: bool = True, s3: S3Bucket | None = None, **overrides: str
+) -> Iterator[BrokerServer]:
+    """Start gunicorn in ``base`` (data, metrics, logs), yield it healthy, then stop it.
+
+    ``healthy=False`` only waits for an answer (for servers meant to find storage down);
+    ``s3`` is the bucket an S3-mode server uses, for tests to look into.
+    """
     port = free_port()
     admin_key = secrets.token_urlsafe(32)
     env = broker_env(base, admin_key, overrides)
@@ -412,9 +487,10 @@ def running_broker(base: Path, **overrides: str) -> Iterator[BrokerServer]:
         proc=proc,
         stdout_path=stdout_path,
         stderr_path=stderr_path,
+        s3=s3,
     )
     try:
-        server.wait_until_healthy()
+        server.wait_until_healthy(healthy=healthy)
         yield server
     finally:
         server.stop()
@@ -434,12 +510,17 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerServer]:
 def start_broker(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., BrokerServer]]:
-    """Start servers with their own environment (``start_broker(BROKER_BUCKETS=...)``)."""
+    """Start servers with their own environment (``start_broker(BROKER_BUCKETS=...)``).
+
+    Keywords of ``running_broker`` pass through (``healthy=False``, ``s3=S3Bucket(...)``).
+    """
     with contextlib.ExitStack() as stack:
 
-        def start(**overrides: str) -> BrokerServer:
+        def start(
+            *, healthy: bool = True, s3: S3Bucket | None = None, **overrides: str
+        ) -> BrokerServer:
             base = tmp_path_factory.mktemp("broker")
-            return stack.enter_context(running_broker(base, **overrides))
+            return stack.enter_context(running_broker(base, healthy=healthy, s3=s3, **overrides))
 
         yield start
 
@@ -448,3 +529,18 @@ def start_broker(
 def tenant(broker: BrokerServer) -> Tenant:
     """A fresh tenant, with its own key, on the shared server."""
     return broker.tenant()
+
+
+@pytest.fixture(scope="session")
+def s3_broker(tmp_path_factory: pytest.TempPathFactory, localstack: Any) -> Iterator[BrokerServer]:
+    """A server in S3 mode (real gunicorn) on a fresh bucket of LocalStack, for the session.
+
+    ``localstack`` (tests/conftest.py) validates signatures: it is the S3 peer that enforces
+    the signed length, type, checksum and expiry. Tests use fresh tenants, so their objects
+    never meet in the shared bucket.
+    """
+    bucket = S3Bucket(name=localstack.new_bucket(), client=localstack.client())
+    env = s3_env(localstack.endpoint, bucket.name)
+    base = tmp_path_factory.mktemp("s3-broker")
+    with running_broker(base, healthy=True, s3=bucket, **env) as server:
+        yield server

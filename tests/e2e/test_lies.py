@@ -133,7 +133,12 @@ def test_tampered_upload_url(tenant: Tenant) -> None:
 
 def test_download_url_cannot_be_used_to_upload(tenant: Tenant) -> None:
     file = tenant.declare(CONTENT)
+    # The create answer's download link is the broker's own: it only ever redirects.
     forged = {**file, "upload": {**file["upload"], "url": file["download_url"]}}
+    expect_error(tenant.put(forged, CONTENT), 405, "method.not_allowed")
+    # A signed blob GET URL (a complete file's) cannot be turned into an upload either.
+    other = tenant.upload(b"another file\n")
+    forged = {**file, "upload": {**file["upload"], "url": other["download_url"]}}
     expect_error(tenant.put(forged, CONTENT), 403, "blob.bad_signature")
     rejected_then_recovers(tenant, file)
 

@@ -1,0 +1,1 @@
+"""Reference WSGI apps the benchmark compares the broker against (served by gunicorn)."""
