@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -26,6 +30,7 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -42,6 +47,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from .errors import BrokerError
 from .models import LIVE_STATUSES, ApiKeyRecord, FileRecord, Status
 
+T = TypeVar("T")
 MIGRATIONS = Path(__file__).parent / "migrations"
 _LIVE = [s.value for s in LIVE_STATUSES]
 _PG_MIGRATION_LOCK = 0x62726F6B  # "brok": serialises concurrent `db upgrade` runs
@@ -114,6 +120,30 @@ idempotency = Table(
 )
 
 
+# Hot statements are built once; executing them with a parameter dict skips SQLAlchemy's
+# per-call construction and cache-key work (a create pays ~0.3 ms less).
+_INSERT_FILE = insert(files)
+_INSERT_ANSWER = insert(idempotency)
+_GET_FILE = select(files).where(files.c.tenant == bindparam("t"), files.c.id == bindparam("i"))
+_GET_KEY = select(api_keys).where(api_keys.c.id == bindparam("i"))
+
+
+def _sqlite_sql(statement: Any, column_keys: list[str] | None = None) -> tuple[str, list[str]]:
+    """SQLite SQL and parameter order for a statement, compiled once by SQLAlchemy."""
+    from sqlalchemy.dialects import sqlite
+
+    compiled = statement.compile(dialect=sqlite.dialect(), column_keys=column_keys)
+    return compiled.string, list(compiled.positiontup or ())
+
+
+_FILE_COLUMNS = [column.name for column in files.columns]
+_KEY_COLUMNS = [column.name for column in api_keys.columns]
+# The two statements every create runs, for the raw driver on SQLite: SQLAlchemy's
+# connection machinery costs ~110 µs around a ~20 µs query there.
+_SQLITE_GET_KEY = _sqlite_sql(_GET_KEY)
+_SQLITE_INSERT_FILE = _sqlite_sql(_INSERT_FILE, _FILE_COLUMNS)
+
+
 class KeyExists(Exception):
     """Another live file already holds this key in the bucket."""
 
@@ -154,6 +184,96 @@ def _on_sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+_DB_ERRORS = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
+_BATCH_LIMIT = 128  # writes folded into one commit at most
+_WRITE_TIMEOUT = 30.0  # seconds a request waits for its commit before giving up (503)
+
+
+class _GroupCommit:
+    """Folds this process's concurrent write transactions into one commit (SQLite).
+
+    SQLite has one writer at a time and each durable commit costs an fsync (~3 ms here):
+    16 request threads taking turns at ``BEGIN IMMEDIATE`` queue behind each other's fsync
+    and back off in the busy handler (p99 near a second under load). Instead each request
+    queues its write and takes the commit lock; whoever holds it commits everything queued
+    so far with one fsync, and later holders find their write already done (leader and
+    followers, no extra thread, nothing added when there is no contention). A request
+    returns only after the commit that holds its row, so durability is unchanged; only the
+    waiting is shared. When one write of a batch fails (a key collision, say), the batch is
+    rolled back and each write redone in a transaction of its own, so a failure belongs to
+    its own request alone. (Savepoints per write would do the same but cost more than the
+    fsync they share.)
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._queue: queue.SimpleQueue[tuple[Callable[[Connection], Any], Future[Any]]] = (
+            queue.SimpleQueue()
+        )
+        self._lock = threading.Lock()
+
+    def run(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` in the next commit; return its result or raise its exception."""
+        done: Future[T] = Future()
+        self._queue.put((work, done))
+        if not self._lock.acquire(timeout=_WRITE_TIMEOUT):
+            raise BrokerError("database.unavailable", "The database did not commit in time.")
+        try:
+            if not done.done():  # nobody took it along yet: lead a batch
+                batch: list[tuple[Callable[[Connection], Any], Future[Any]]] = []
+                while len(batch) < _BATCH_LIMIT:
+                    try:
+                        batch.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                self._commit(batch)
+        finally:
+            self._lock.release()
+        return done.result()
+
+    def _commit(self, batch: list[tuple[Callable[[Connection], Any], Future[Any]]]) -> None:
+        try:
+            results = self._transaction([work for work, _ in batch])
+        except _DB_ERRORS as exc:
+            self._fail(batch, exc)
+            return
+        except Exception:
+            if len(batch) == 1:
+                self._settle(batch[0], self._transaction)
+                return
+            for item in batch:  # find whose write failed: one transaction each
+                self._settle(item, self._transaction)
+            return
+        for (_, done), result in zip(batch, results, strict=True):
+            done.set_result(result)
+
+    def _transaction(self, works: list[Callable[[Connection], Any]]) -> list[Any]:
+        with self._engine.connect() as conn:
+            conn.execution_options(broker_write=True)
+            with conn.begin():
+                return [work(conn) for work in works]
+
+    @staticmethod
+    def _settle(
+        item: tuple[Callable[[Connection], Any], Future[Any]],
+        transaction: Callable[[list[Callable[[Connection], Any]]], list[Any]],
+    ) -> None:
+        work, done = item
+        try:
+            done.set_result(transaction([work])[0])
+        except _DB_ERRORS as exc:
+            _GroupCommit._fail([item], exc)
+        except Exception as exc:
+            done.set_exception(exc)
+
+    @staticmethod
+    def _fail(batch: list[tuple[Callable[[Connection], Any], Future[Any]]], exc: Exception) -> None:
+        for _, done in batch:
+            failure = BrokerError("database.unavailable")
+            failure.__cause__ = exc
+            done.set_exception(failure)
+
+
 class Database:
     """Engine, transactions and schema management; database failures become 503s."""
 
@@ -164,10 +284,13 @@ class Database:
             self.engine: Engine = create_engine(url)
             event.listen(self.engine, "connect", _on_sqlite_connect)
             event.listen(self.engine, "begin", _on_sqlite_begin)
+            self._group: _GroupCommit | None = _GroupCommit(self.engine)
         else:
             self.engine = create_engine(
                 url, pool_pre_ping=True, pool_size=5, max_overflow=10, pool_timeout=5
             )
+            # PostgreSQL commits concurrent transactions with a shared WAL flush already.
+            self._group = None
 
     @contextmanager
     def _transaction(self, write: bool) -> Iterator[Connection]:
@@ -177,7 +300,7 @@ class Database:
                     conn.execution_options(broker_write=True)
                 with conn.begin():
                     yield conn
-        except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError) as exc:
+        except _DB_ERRORS as exc:
             raise BrokerError("database.unavailable") from exc
 
     def read(self) -> Any:
@@ -187,6 +310,36 @@ class Database:
     def write(self) -> Any:
         """A read-write transaction, committed when the block ends without an exception."""
         return self._transaction(write=True)
+
+    def run_write(self, work: Callable[[Connection], T]) -> T:
+        """Run a short write transaction; on SQLite it is group-committed (see above).
+
+        ``work`` must only touch the database: it may run in another thread, inside a
+        SAVEPOINT of a transaction shared with other requests.
+        """
+        if self._group is not None:
+            return self._group.run(work)
+        with self.write() as conn:
+            return work(conn)
+
+    def fetch_one_raw(self, sql: str, args: Sequence[Any]) -> tuple[Any, ...] | None:
+        """One row of a single-statement read on the pooled driver connection (SQLite)."""
+        try:
+            connection = self.engine.raw_connection()
+        except (*_DB_ERRORS, sqlite3.Error) as exc:
+            raise BrokerError("database.unavailable") from exc
+        try:
+            cursor = connection.cursor()
+            try:
+                cursor.execute(sql, args)
+                row: tuple[Any, ...] | None = cursor.fetchone()
+            finally:
+                cursor.close()
+        except (sqlite3.OperationalError, sqlite3.DatabaseError) as exc:
+            raise BrokerError("database.unavailable") from exc
+        finally:
+            connection.close()  # back to the pool
+        return row
 
     def ping(self) -> None:
         """Raise BrokerError(database.unavailable) unless the database answers."""
@@ -240,12 +393,18 @@ def _file(row: Row[Any]) -> FileRecord:
 
 
 def _key(row: Row[Any]) -> ApiKeyRecord:
-    m = row._mapping
+    return _key_from(row._mapping)
+
+
+def _key_from(m: Any) -> ApiKeyRecord:
+    scopes = m["scopes"]
+    if isinstance(scopes, str):  # JSON text, read without SQLAlchemy's type processing
+        scopes = json.loads(scopes)
     return ApiKeyRecord(
         id=m["id"],
         tenant=m["tenant"],
         name=m["name"],
-        scopes=tuple(m["scopes"]),
+        scopes=tuple(scopes),
         secret_hash=m["secret_hash"],
         created_at=m["created_at"],
         revoked_at=m["revoked_at"],
@@ -266,58 +425,70 @@ class MetadataStore:
 
     def insert_file(self, record: FileRecord, answer: IdempotentAnswer | None = None) -> None:
         """Insert a pending file and its replayable answer (KeyExists, IdempotencyConflict)."""
-        with self.db.write() as conn:
-            if answer is not None:
-                # An expired answer no longer binds its key: clear it so the key can be reused.
-                conn.execute(
-                    delete(idempotency).where(
-                        idempotency.c.tenant == answer.tenant,
-                        idempotency.c.key == answer.key,
-                        idempotency.c.created_at < answer.created_at - IDEMPOTENCY_TTL,
-                    )
+        self.db.run_write(lambda conn: self._insert_file(conn, record, answer))
+
+    @staticmethod
+    def _file_params(record: FileRecord) -> dict[str, Any]:
+        return {
+            "id": record.id,
+            "tenant": record.tenant,
+            "bucket": record.bucket,
+            "key": record.key,
+            "name": record.name,
+            "mime_type": record.mime_type,
+            "size": record.size,
+            "sha256": record.sha256,
+            "user_metadata": record.metadata,
+            "status": record.status.value,
+            "failure_code": record.failure_code,
+            "created_at": record.created_at,
+            "updated_at": record.updated_at,
+            "expires_at": record.expires_at,
+            "completed_at": record.completed_at,
+        }
+
+    @staticmethod
+    def _insert_file(conn: Connection, record: FileRecord, answer: IdempotentAnswer | None) -> None:
+        if answer is not None:
+            # An expired answer no longer binds its key: clear it so the key can be reused.
+            conn.execute(
+                delete(idempotency).where(
+                    idempotency.c.tenant == answer.tenant,
+                    idempotency.c.key == answer.key,
+                    idempotency.c.created_at < answer.created_at - IDEMPOTENCY_TTL,
                 )
-                try:
-                    conn.execute(
-                        insert(idempotency).values(
-                            tenant=answer.tenant,
-                            key=answer.key,
-                            fingerprint=answer.fingerprint,
-                            status_code=answer.status_code,
-                            response=json.dumps(answer.response, separators=(",", ":")),
-                            created_at=answer.created_at,
-                        )
-                    )
-                except sa_exc.IntegrityError as exc:
-                    raise IdempotencyConflict from exc
+            )
             try:
                 conn.execute(
-                    insert(files).values(
-                        id=record.id,
-                        tenant=record.tenant,
-                        bucket=record.bucket,
-                        key=record.key,
-                        name=record.name,
-                        mime_type=record.mime_type,
-                        size=record.size,
-                        sha256=record.sha256,
-                        user_metadata=record.metadata,
-                        status=record.status.value,
-                        failure_code=record.failure_code,
-                        created_at=record.created_at,
-                        updated_at=record.updated_at,
-                        expires_at=record.expires_at,
-                        completed_at=record.completed_at,
-                    )
+                    _INSERT_ANSWER,
+                    {
+                        "tenant": answer.tenant,
+                        "key": answer.key,
+                        "fingerprint": answer.fingerprint,
+                        "status_code": answer.status_code,
+                        "response": json.dumps(answer.response, separators=(",", ":")),
+                        "created_at": answer.created_at,
+                    },
                 )
             except sa_exc.IntegrityError as exc:
-                raise KeyExists from exc
+                raise IdempotencyConflict from exc
+        params = MetadataStore._file_params(record)
+        try:
+            if conn.dialect.name == "sqlite":
+                sql, order = _SQLITE_INSERT_FILE
+                params["user_metadata"] = json.dumps(params["user_metadata"])
+                driver = conn.connection.driver_connection  # same transaction, no wrapping
+                assert driver is not None
+                driver.execute(sql, [params[name] for name in order])
+            else:
+                conn.execute(_INSERT_FILE, params)
+        except (sa_exc.IntegrityError, sqlite3.IntegrityError) as exc:
+            raise KeyExists from exc
 
     def get_file(self, tenant: str, file_id: str) -> FileRecord | None:
         """The tenant's file with this id, or None (another tenant's file is None too)."""
         with self.db.read() as conn:
-            row = conn.execute(
-                select(files).where(files.c.tenant == tenant, files.c.id == file_id)
-            ).first()
+            row = conn.execute(_GET_FILE, {"t": tenant, "i": file_id}).first()
         return _file(row) if row else None
 
     def get_file_by_key(self, tenant: str, bucket: str, key: str) -> FileRecord | None:
@@ -358,25 +529,21 @@ class MetadataStore:
         self, tenant: str, file_id: str, from_status: Status, to_status: Status, **changes: Any
     ) -> bool:
         """Move a file between statuses only if it is still in ``from_status`` (no lost races)."""
-        with self.db.write() as conn:
-            result = conn.execute(
-                update(files)
-                .where(
-                    files.c.tenant == tenant,
-                    files.c.id == file_id,
-                    files.c.status == from_status.value,
-                )
-                .values(status=to_status.value, **changes)
+        statement = (
+            update(files)
+            .where(
+                files.c.tenant == tenant,
+                files.c.id == file_id,
+                files.c.status == from_status.value,
             )
-        return bool(result.rowcount)
+            .values(status=to_status.value, **changes)
+        )
+        return self.db.run_write(lambda conn: bool(conn.execute(statement).rowcount))
 
     def delete_file(self, tenant: str, file_id: str) -> bool:
         """Remove the row; False when it was already gone."""
-        with self.db.write() as conn:
-            result = conn.execute(
-                delete(files).where(files.c.tenant == tenant, files.c.id == file_id)
-            )
-        return bool(result.rowcount)
+        statement = delete(files).where(files.c.tenant == tenant, files.c.id == file_id)
+        return self.db.run_write(lambda conn: bool(conn.execute(statement).rowcount))
 
     def live_counts(self, tenant: str) -> dict[str, int]:
         """Pending plus complete files per bucket for one tenant."""
@@ -416,23 +583,25 @@ class MetadataStore:
 
     def insert_key(self, record: ApiKeyRecord) -> None:
         """Store a new key (its hash only)."""
-        with self.db.write() as conn:
-            conn.execute(
-                insert(api_keys).values(
-                    id=record.id,
-                    tenant=record.tenant,
-                    name=record.name,
-                    scopes=list(record.scopes),
-                    secret_hash=record.secret_hash,
-                    created_at=record.created_at,
-                    revoked_at=record.revoked_at,
-                )
-            )
+        statement = insert(api_keys).values(
+            id=record.id,
+            tenant=record.tenant,
+            name=record.name,
+            scopes=list(record.scopes),
+            secret_hash=record.secret_hash,
+            created_at=record.created_at,
+            revoked_at=record.revoked_at,
+        )
+        self.db.run_write(lambda conn: conn.execute(statement))
 
     def get_key(self, key_id: str) -> ApiKeyRecord | None:
         """A key by id, revoked or not."""
+        if self.db.is_sqlite:
+            sql, _ = _SQLITE_GET_KEY
+            found = self.db.fetch_one_raw(sql, (key_id,))
+            return _key_from(dict(zip(_KEY_COLUMNS, found, strict=True))) if found else None
         with self.db.read() as conn:
-            row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).first()
+            row = conn.execute(_GET_KEY, {"i": key_id}).first()
         return _key(row) if row else None
 
     def list_keys(self, tenant: str | None = None) -> Sequence[ApiKeyRecord]:
@@ -445,10 +614,9 @@ class MetadataStore:
 
     def revoke_key(self, key_id: str, at: int) -> bool:
         """Mark a key revoked; False when there is no such unrevoked key."""
-        with self.db.write() as conn:
-            result = conn.execute(
-                update(api_keys)
-                .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
-                .values(revoked_at=at)
-            )
-        return bool(result.rowcount)
+        statement = (
+            update(api_keys)
+            .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+            .values(revoked_at=at)
+        )
+        return self.db.run_write(lambda conn: bool(conn.execute(statement).rowcount))

@@ -46,6 +46,7 @@ from .storage.local import GetGrant, LocatedBlob
 log = logging.getLogger("broker.service")
 
 _IDEMPOTENCY_KEY_MAX = 255
+_FILE_SCHEMA = FileSchema()  # schemas are built once: construction deep-copies fields
 
 
 @dataclass(frozen=True)
@@ -181,7 +182,7 @@ class Broker:
                 min(record.expires_at + self.settings.download_ttl, now + policy.max_url_ttl),
             ),
         )
-        body = FileSchema().dump(view)
+        body = _FILE_SCHEMA.dump(view)
         answer = None
         if idempotency_key is not None and fingerprint is not None:
             answer = IdempotentAnswer(

@@ -261,3 +261,30 @@ def test_an_unmigrated_postgresql_is_refused_at_start(
     database.dispose()
     with pytest.raises(ConfigError, match="broker db upgrade"):
         make_harness(BROKER_DATABASE_URL=postgres_url)
+
+
+def test_a_failing_write_in_a_busy_batch_fails_alone(store: MetadataStore) -> None:
+    """Concurrent writes share commits (SQLite); one collision must not take others down."""
+    store.insert_file(_record(key="taken"))
+    outcomes: dict[str, str] = {}
+    barrier = threading.Barrier(24)
+
+    def create(index: int) -> None:
+        key = "taken" if index == 0 else f"free-{index}"
+        barrier.wait()
+        try:
+            store.insert_file(_record(key=key))
+            outcomes[key] = "created"
+        except KeyExists:
+            outcomes[key] = "exists"
+
+    threads = [threading.Thread(target=create, args=(i,)) for i in range(24)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes.pop("taken") == "exists"
+    assert set(outcomes.values()) == {"created"}
+    assert len(outcomes) == 23
+    stored = {r.key for r in store.list_files("acme", "default", limit=100)}
+    assert stored == {"taken", *outcomes}

@@ -10,26 +10,25 @@ from . import load, principal, service
 
 bp = Blueprint("buckets", __name__, url_prefix="/v1/buckets")
 _file = FileSchema()
+_buckets = BucketListSchema()
+_query = ListQuerySchema()
+_page = FilePageSchema()
 
 
 @bp.get("")
 def index() -> Response:
     """Every bucket with its policy and the caller's live file count."""
-    return jsonify(
-        BucketListSchema().dump({"data": service().buckets(principal()), "has_more": False})
-    )
+    return jsonify(_buckets.dump({"data": service().buckets(principal()), "has_more": False}))
 
 
 @bp.get("/<bucket>/files")
 def files(bucket: str) -> Response:
     """A page of files, newest first; follow ``next_cursor`` with ``after``."""
     who = principal(Scope.FILES_READ)
-    query = load(ListQuerySchema(), request.args.to_dict())
+    query = load(_query, request.args.to_dict())
     page = service().list_files(who, bucket, **query)
     return jsonify(
-        FilePageSchema().dump(
-            {"data": page.files, "has_more": page.has_more, "next_cursor": page.next_cursor}
-        )
+        _page.dump({"data": page.files, "has_more": page.has_more, "next_cursor": page.next_cursor})
     )
 
 

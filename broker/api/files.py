@@ -11,6 +11,8 @@ from . import json_body, principal, service
 
 bp = Blueprint("files", __name__, url_prefix="/v1/files")
 _file = FileSchema()
+_create = FileCreateSchema()
+_complete = CompleteSchema()
 
 
 @bp.post("")
@@ -21,7 +23,7 @@ def create() -> tuple[Response, int]:
         raise BrokerError(
             "request.malformed", "Proxied form uploads are not available in this version."
         )
-    data = json_body(FileCreateSchema())
+    data = json_body(_create)
     declared = service().declare(who, data, request.headers.get("Idempotency-Key"))
     response = jsonify(declared.body)
     if declared.replayed:
@@ -39,7 +41,7 @@ def get(file_id: str) -> Response:
 def complete(file_id: str) -> Response:
     """Validate the stored object against the declaration and finalise the file."""
     who = principal(Scope.FILES_WRITE)
-    body = json_body(CompleteSchema(), optional=True)
+    body = json_body(_complete, optional=True)
     return jsonify(_file.dump(service().complete(who, file_id, body.get("parts"))))
 
 
