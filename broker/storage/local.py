@@ -27,12 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from itsdangerous import BadSignature, URLSafeSerializer
-
 from ..config import Clock
 from ..errors import BrokerError
 from ..models import UploadInstructions
 from ..naming import normalise_mime_type
+from ..tokens import ExpiringTokens
 from .base import HASH_CHUNK, ObjectInfo
 
 PUT_SALT = "broker.blob.put"
@@ -105,8 +104,8 @@ class LocalStorage:
         self.tmp.mkdir(parents=True, exist_ok=True)
         self._base_url = base_url
         self._clock = clock
-        self._put = URLSafeSerializer(secret_key, salt=PUT_SALT)
-        self._get = URLSafeSerializer(secret_key, salt=GET_SALT)
+        self._put = ExpiringTokens(secret_key, PUT_SALT, clock)
+        self._get = ExpiringTokens(secret_key, GET_SALT, clock)
 
     # -- the storage Protocol -----------------------------------------------------------------
 
@@ -171,7 +170,7 @@ class LocalStorage:
 
     def grant_put(self, token: str) -> PutGrant:
         """Verify an upload token; 403 ``blob.bad_signature`` or ``blob.expired`` otherwise."""
-        data = self._verify(self._put, token)
+        data = self._put.loads(token)
         return PutGrant(
             key=data["k"],
             size=data["s"],
@@ -182,7 +181,7 @@ class LocalStorage:
 
     def grant_get(self, token: str) -> GetGrant:
         """Verify a download token; 403 ``blob.bad_signature`` or ``blob.expired`` otherwise."""
-        data = self._verify(self._get, token)
+        data = self._get.loads(token)
         return GetGrant(
             key=data["k"],
             content_type=data["t"],
@@ -249,17 +248,6 @@ class LocalStorage:
         )
 
     # -- internals ----------------------------------------------------------------------------
-
-    def _verify(self, serializer: URLSafeSerializer, token: str) -> dict[str, Any]:
-        try:
-            data = serializer.loads(token)
-        except BadSignature as exc:
-            raise BrokerError("blob.bad_signature") from exc
-        if not isinstance(data, dict):
-            raise BrokerError("blob.bad_signature")
-        if self._clock() >= data["e"]:
-            raise BrokerError("blob.expired")
-        return data
 
     def _pointer_path(self, key: str) -> Path:
         digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
