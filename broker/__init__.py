@@ -62,7 +62,6 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     links = DownloadLinks(settings.secret_key, base_url=base_url, clock=clock)
     app.extensions["broker"] = Broker(settings, MetadataStore(database), storage, clock, links)
-    app.extensions["broker.settings"] = settings
     errors.init_app(app)
     metrics.init_app(app)
     api.init_app(app)

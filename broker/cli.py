@@ -21,16 +21,6 @@ def _settings() -> Settings:
         raise click.ClickException(str(exc)) from exc
 
 
-def _service() -> Any:
-    from . import create_app
-
-    try:
-        app = create_app()
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
-    return app.extensions["broker"]
-
-
 def _admin() -> Any:
     from .models import Principal, Scope
 

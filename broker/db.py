@@ -238,11 +238,8 @@ class _GroupCommit:
             self._fail(batch, exc)
             return
         except Exception:
-            if len(batch) == 1:
-                self._settle(batch[0], self._transaction)
-                return
             for item in batch:  # find whose write failed: one transaction each
-                self._settle(item, self._transaction)
+                self._settle(item)
             return
         for (_, done), result in zip(batch, results, strict=True):
             done.set_result(result)
@@ -253,14 +250,10 @@ class _GroupCommit:
             with conn.begin():
                 return [work(conn) for work in works]
 
-    @staticmethod
-    def _settle(
-        item: tuple[Callable[[Connection], Any], Future[Any]],
-        transaction: Callable[[list[Callable[[Connection], Any]]], list[Any]],
-    ) -> None:
+    def _settle(self, item: tuple[Callable[[Connection], Any], Future[Any]]) -> None:
         work, done = item
         try:
-            done.set_result(transaction([work])[0])
+            done.set_result(self._transaction([work])[0])
         except _DB_ERRORS as exc:
             _GroupCommit._fail([item], exc)
         except Exception as exc:
