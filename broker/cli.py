@@ -1,17 +1,33 @@
-"""The ``broker`` command: serve, db upgrade, keys create|list|revoke."""
+"""The ``broker`` command: serve, db upgrade, keys create|list|revoke, sweep, s3 setup."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
 import sys
+import threading
 import time
 from typing import Any
 
 import click
 
 from .config import ConfigError, Settings
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smh]?)\s*$")
+_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600}
+
+
+def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:
+    """Whole seconds from ``90``, ``90s``, ``15m`` or ``1h`` (a click option callback)."""
+    if value is None:
+        return None
+    match = _DURATION.match(value)
+    if match is None:
+        raise click.BadParameter(f"{value!r} is not a duration like 90s, 15m or 1h")
+    return int(match.group(1)) * _UNIT[match.group(2)]
 
 
 def _settings() -> Settings:
@@ -132,6 +148,63 @@ def keys_revoke(key_id: str) -> None:
             _echo(service.revoke_key(_admin(), key_id))
         except BrokerError as exc:
             raise click.ClickException(exc.message) from exc
+
+
+@main.command()
+@click.option(
+    "--grace",
+    callback=_duration,
+    metavar="DURATION",
+    default="15m",
+    show_default=True,
+    help="How long past its URLs' expiry a pending file is left alone (a PUT started just "
+    "before expiry may still be streaming, and its client still has to call complete), and "
+    "how old an orphan must be before it is removed.",
+)
+@click.option(
+    "--every",
+    callback=_duration,
+    metavar="DURATION",
+    default=None,
+    help="Sweep again every interval, forever (a Procfile worker); default: once.",
+)
+@click.option(
+    "--objects-every",
+    callback=_duration,
+    metavar="DURATION",
+    default="1h",
+    show_default=True,
+    help="With --every: list every stored object to find orphans at most this often "
+    "(listing a large bucket is slow and billed per 1,000 keys).",
+)
+def sweep(grace: int, every: int | None, objects_every: int) -> None:
+    """Expire pending files whose URLs ran out (plus --grace), abort their multipart
+    uploads, delete orphan objects and stale temporary files. Safe to run on several
+    machines at once. Prints what each pass did as JSON; once, exits 1 if a pass hit an
+    unavailable database or storage."""
+    from .sweep import Sweeper
+
+    if every is not None and every < 1:
+        raise click.BadParameter("must be at least 1s", param_hint="--every")
+    with _app_context() as service:
+        sweeper = Sweeper(service.settings, service.store, service.storage, service.clock)
+        if every is None:
+            report = sweeper.run(grace)
+            _echo(report.as_dict())
+            if report.errors:
+                raise SystemExit(1)
+            return
+        stop = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())  # finish the pass, then leave
+        last_scan = float("-inf")
+        while not stop.is_set():
+            started = time.monotonic()
+            report = sweeper.run(grace, objects=started - last_scan >= objects_every)
+            if report.objects_scanned:
+                last_scan = started
+            click.echo(json.dumps(report.as_dict()))
+            stop.wait(max(0.0, every - (time.monotonic() - started)))
 
 
 @main.group()

@@ -33,6 +33,12 @@ DECLARED = Counter("broker_files_declared_total", "Files declared (URL pairs iss
 COMPLETIONS = Counter(
     "broker_upload_completions_total", "Completion attempts by outcome.", ["result"]
 )
+SWEPT = Counter(
+    "broker_sweep_actions_total",
+    "Housekeeping by `broker sweep`: files expired, orphan uploads aborted, orphan objects "
+    "and scratch files removed.",
+    ["action"],
+)
 
 
 def _registry() -> CollectorRegistry:

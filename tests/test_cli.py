@@ -18,6 +18,8 @@ from click.testing import CliRunner
 from broker import create_app
 from broker.cli import main
 
+from support import path_of
+
 BROKER = str(Path(sys.executable).with_name("broker"))
 
 
@@ -126,3 +128,71 @@ def test_serve_refuses_a_bad_configuration(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert "BROKER_STORAGE='ftp' must be 'local' or 's3'" in result.stderr
+
+
+def test_sweep_expires_a_stale_upload_and_deletes_its_bytes(env: dict[str, str]) -> None:
+    code, output = _run("keys", "create", "--tenant", "acme")
+    assert code == 0, output
+    headers = {"Authorization": f"Bearer {json.loads(output)['key']}"}
+    hour_ago = time.time() - 3600
+    app = create_app(environ=env, clock=lambda: hour_ago)  # its URLs ran out long ago
+    client = app.test_client()
+    stale = client.post(
+        "/v1/files",
+        json={"name": "a.txt", "size": 5, "mime_type": "text/plain", "expires_in": 60},
+        headers=headers,
+    ).json
+    upload = stale["upload"]
+    put = client.put(path_of(upload["url"]), headers=upload["headers"], data=b"hello")
+    assert put.status_code == 200
+    fresh = (  # declared now, on the real clock: 15 minutes to go
+        create_app(environ=env)
+        .test_client()
+        .post(
+            "/v1/files",
+            json={"name": "b.txt", "size": 5, "mime_type": "text/plain"},
+            headers=headers,
+        )
+        .json
+    )
+    storage = app.extensions["broker"].storage
+    assert storage.head(f"acme/default/{stale['key']}") is not None
+
+    result = CliRunner().invoke(main, ["sweep", "--grace", "0s"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["files_expired"] == 1
+    assert (report["errors"], report["skipped"]) == (0, False)
+    gone = client.get(f"/v1/files/{stale['id']}", headers=headers).json
+    assert (gone["status"], gone["failure_code"]) == ("failed", "upload.expired")
+    assert storage.head(f"acme/default/{stale['key']}") is None
+    assert client.get(f"/v1/files/{fresh['id']}", headers=headers).json["status"] == "pending"
+
+
+@pytest.mark.parametrize("bad", ["soon", "15d", "-1s", ""])
+def test_sweep_refuses_a_bad_duration(env: dict[str, str], bad: str) -> None:
+    code, output = _run("sweep", "--grace", bad)
+    assert code == 2
+    assert "is not a duration like 90s, 15m or 1h" in output
+
+
+def test_sweep_every_repeats_until_terminated(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
+    env.update(BROKER_DATA_DIR=str(tmp_path / "data"))
+    proc = subprocess.Popen(
+        [BROKER, "sweep", "--every", "1s", "--grace", "1m"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline(), proc.stdout.readline()]  # two passes, a second apart
+        reports = [json.loads(line) for line in lines]
+        assert [r["objects_scanned"] for r in reports] == [True, False]  # hourly, not each pass
+        assert all(r["errors"] == 0 for r in reports)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0  # TERM ends the loop between passes, cleanly
