@@ -425,3 +425,26 @@ def test_another_tenant_cannot_see_the_file(server: Harness, acme: dict[str, str
     theirs = post_form(server, other, body, content_type).json
     assert server.download(theirs["download_url"]).data == b"theirs"
     assert server.download(file["download_url"]).data == b"mine"
+
+
+def test_a_slow_upload_keeps_its_file_from_expiring(server: Harness, acme: dict[str, str]) -> None:
+    """While bytes keep coming, the pending file's expiry moves out (the sweeper leaves it)."""
+    body, content_type = form(b"", fields={"key": "slow.bin"})
+    head, tail = body.split(b"\r\n\r\n\r\n", 1)
+    started = server.clock()
+
+    def trickle() -> Iterator[bytes]:
+        yield head + b"\r\n\r\n"
+        for _ in range(4):
+            server.clock.advance(600)  # 40 minutes in all: far past the 15-minute upload TTL
+            yield b"\1" * MiB
+        yield b"\r\n" + tail
+
+    stream = CountingStream(trickle(), length=len(head) + 4 + 4 * MiB + 2 + len(tail))
+    response = server.client.post(
+        "/v1/files", input_stream=stream, headers={**acme, "Content-Type": content_type}
+    )
+    assert response.status_code == 201, response.json
+    stored = server.client.get(f"/v1/files/{response.json['id']}", headers=acme).json
+    assert stored["status"] == "complete"
+    assert stored["expires_at"] > started + 1800  # pushed out as the bytes arrived
