@@ -42,6 +42,8 @@ class BucketPolicy:
     allowed_mime_types: tuple[str, ...] = ("*/*",)
     max_url_ttl: int = 3600
     multipart_threshold: int = 100 * MiB
+    part_size: int = 16 * MiB
+    """Preferred part size of a multipart upload; larger when a file needs > 10,000 parts."""
 
     def allows(self, mime_type: str) -> bool:
         """Whether a declared MIME type (parameters ignored) matches one of the patterns."""
@@ -223,19 +225,28 @@ def _bucket_policy(name: str, spec: Any) -> BucketPolicy:
         raise ConfigError(f"{where}: names are 1-63 of a-z, 0-9, '-', '_', starting alphanumeric")
     if not isinstance(spec, dict):
         raise ConfigError(f"{where}: expected a table of settings")
-    known = {"max_size", "allowed_mime_types", "max_url_ttl", "multipart_threshold"}
+    known = {"max_size", "allowed_mime_types", "max_url_ttl", "multipart_threshold", "part_size"}
     unknown = set(spec) - known
     if unknown:
         raise ConfigError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
     defaults = BucketPolicy(name)
     values: dict[str, Any] = {}
-    for key, low in (("max_size", 0), ("max_url_ttl", 1), ("multipart_threshold", 5 * MiB)):
+    for key, low in (
+        ("max_size", 0),
+        ("max_url_ttl", 1),
+        ("multipart_threshold", 5 * MiB),
+        ("part_size", 5 * MiB),
+    ):
         value = spec.get(key, getattr(defaults, key))
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ConfigError(f"{where}: {key} must be an integer >= {low}")
         values[key] = value
     if values["max_size"] > 5 * TiB:
         raise ConfigError(f"{where}: max_size cannot exceed 5 TiB (the S3 object limit)")
+    if values["multipart_threshold"] > 5 * GiB:
+        raise ConfigError(f"{where}: multipart_threshold cannot exceed 5 GiB (S3's largest PUT)")
+    if values["part_size"] > 5 * GiB:
+        raise ConfigError(f"{where}: part_size cannot exceed 5 GiB (S3's largest part)")
     if values["max_url_ttl"] > 7 * 24 * 3600:
         raise ConfigError(f"{where}: max_url_ttl cannot exceed 7 days (the SigV4 limit)")
     patterns = spec.get("allowed_mime_types", list(defaults.allowed_mime_types))

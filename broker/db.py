@@ -6,7 +6,7 @@ import json
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,12 +31,14 @@ from sqlalchemy import (
     Text,
     and_,
     bindparam,
+    case,
     create_engine,
     delete,
     event,
     func,
     insert,
     literal,
+    or_,
     select,
     update,
 )
@@ -79,6 +81,8 @@ files = Table(
     Column("updated_at", BigInteger, nullable=False),
     Column("expires_at", BigInteger, nullable=False),
     Column("completed_at", BigInteger),
+    Column("upload_id", String(1024)),
+    Column("part_size", BigInteger),
 )
 # A key is held by at most one live (pending or complete) file per tenant and bucket;
 # failed and aborted files keep their row for the record but free the key.
@@ -359,6 +363,31 @@ class Database:
         with self.read() as conn:
             return set(MigrationContext.configure(conn).get_current_heads()) == heads
 
+    @contextmanager
+    def try_lock(self, key: int) -> Iterator[bool]:
+        """Hold PostgreSQL's session advisory lock ``key`` for the block if no other session
+        holds it; yield whether this one got it. On SQLite (one host) always yield True:
+        callers must be correct without the lock, which only saves duplicate work.
+        """
+        if self.is_sqlite:
+            yield True
+            return
+        try:
+            conn = self.engine.connect()
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            got = bool(conn.execute(select(func.pg_try_advisory_lock(key))).scalar())
+        except _DB_ERRORS as exc:
+            raise BrokerError("database.unavailable") from exc
+        try:
+            yield got
+        finally:
+            try:
+                if got:
+                    conn.execute(select(func.pg_advisory_unlock(key)))
+            except _DB_ERRORS:
+                conn.invalidate()  # a dropped session has released its locks anyway
+            conn.close()
+
     def dispose(self) -> None:
         """Close pooled connections (before fork, or at the end of a test)."""
         self.engine.dispose()
@@ -382,6 +411,8 @@ def _file(row: Row[Any]) -> FileRecord:
         expires_at=m["expires_at"],
         completed_at=m["completed_at"],
         failure_code=m["failure_code"],
+        upload_id=m["upload_id"],
+        part_size=m["part_size"],
     )
 
 
@@ -438,6 +469,8 @@ class MetadataStore:
             "updated_at": record.updated_at,
             "expires_at": record.expires_at,
             "completed_at": record.completed_at,
+            "upload_id": record.upload_id,
+            "part_size": record.part_size,
         }
 
     @staticmethod
@@ -533,6 +566,24 @@ class MetadataStore:
         )
         return self.db.run_write(lambda conn: bool(conn.execute(statement).rowcount))
 
+    def extend(self, tenant: str, file_id: str, expires_at: int, updated_at: int) -> bool:
+        """Push a pending file's expiry out (never in) when its URLs are re-issued."""
+        statement = (
+            update(files)
+            .where(
+                files.c.tenant == tenant,
+                files.c.id == file_id,
+                files.c.status == Status.PENDING.value,
+            )
+            .values(
+                expires_at=case(
+                    (files.c.expires_at < expires_at, expires_at), else_=files.c.expires_at
+                ),
+                updated_at=updated_at,
+            )
+        )
+        return self.db.run_write(lambda conn: bool(conn.execute(statement).rowcount))
+
     def delete_file(self, tenant: str, file_id: str) -> bool:
         """Remove the row; False when it was already gone."""
         statement = delete(files).where(files.c.tenant == tenant, files.c.id == file_id)
@@ -547,6 +598,64 @@ class MetadataStore:
                 .group_by(files.c.bucket)
             ).all()
         return dict(rows)
+
+    # -- housekeeping (broker sweep) -----------------------------------------------------------
+
+    def expired_pending(
+        self, cutoff: int, limit: int, after: tuple[int, str] | None = None
+    ) -> list[FileRecord]:
+        """Pending files (every tenant) that expired before ``cutoff``, oldest expiry first:
+        at most ``limit`` after the keyset cursor ``(expires_at, id)`` (ix_files_expiry)."""
+        conditions = [files.c.status == Status.PENDING.value, files.c.expires_at < cutoff]
+        if after is not None:
+            expires_at, file_id = after
+            conditions.append(
+                or_(
+                    files.c.expires_at > expires_at,
+                    and_(files.c.expires_at == expires_at, files.c.id > file_id),
+                )
+            )
+        query = (
+            select(files).where(*conditions).order_by(files.c.expires_at, files.c.id).limit(limit)
+        )
+        with self.db.read() as conn:
+            return [_file(row) for row in conn.execute(query)]
+
+    def expire(
+        self, tenant: str, file_id: str, *, cutoff: int, failure_code: str, updated_at: int
+    ) -> bool:
+        """Fail a file that is still pending and still expired before ``cutoff``.
+
+        The sweeper's claim: of several callers exactly one gets True, and a file completed,
+        aborted or given fresh URLs (a later expiry) meanwhile is left alone.
+        """
+        statement = (
+            update(files)
+            .where(
+                files.c.tenant == tenant,
+                files.c.id == file_id,
+                files.c.status == Status.PENDING.value,
+                files.c.expires_at < cutoff,
+            )
+            .values(status=Status.FAILED.value, failure_code=failure_code, updated_at=updated_at)
+        )
+        return self.db.run_write(lambda conn: bool(conn.execute(statement).rowcount))
+
+    def live_holders(
+        self, tenant: str, bucket: str, keys: Collection[str]
+    ) -> dict[str, tuple[Status, str | None]]:
+        """For each of ``keys`` held by a live file of this tenant and bucket: that file's
+        status and multipart upload id. Keys nobody holds are absent (ux_files_live_key)."""
+        if not keys:
+            return {}
+        query = select(files.c.key, files.c.status, files.c.upload_id).where(
+            files.c.tenant == tenant,
+            files.c.bucket == bucket,
+            files.c.key.in_(list(keys)),
+            files.c.status.in_(_LIVE),
+        )
+        with self.db.read() as conn:
+            return {row.key: (Status(row.status), row.upload_id) for row in conn.execute(query)}
 
     # -- idempotency -------------------------------------------------------------------------
 
@@ -571,6 +680,17 @@ class MetadataStore:
             response=json.loads(m["response"]),
             created_at=m["created_at"],
         )
+
+    def forget_answer(self, answer: IdempotentAnswer) -> None:
+        """Free an Idempotency-Key whose attempt failed (only that answer: a newer one that
+        another request recorded meanwhile stays)."""
+        statement = delete(idempotency).where(
+            idempotency.c.tenant == answer.tenant,
+            idempotency.c.key == answer.key,
+            idempotency.c.fingerprint == answer.fingerprint,
+            idempotency.c.created_at == answer.created_at,
+        )
+        self.db.run_write(lambda conn: conn.execute(statement))
 
     # -- API keys ------------------------------------------------------------------------------
 

@@ -49,6 +49,15 @@ class FileRecord:
     expires_at: int
     completed_at: int | None = None
     failure_code: str | None = None
+    upload_id: str | None = None
+    """Storage's multipart upload id while a multipart upload is open, else None."""
+    part_size: int | None = None
+    """Bytes per part (the last may be shorter) for a multipart upload, else None."""
+
+    @property
+    def multipart(self) -> bool:
+        """Whether the bytes go up in parts."""
+        return self.part_size is not None
 
     @property
     def storage_key(self) -> str:
@@ -93,10 +102,42 @@ class UploadInstructions:
 
 
 @dataclass(frozen=True)
+class PartUpload:
+    """How the client sends one part: exactly ``size`` bytes from ``offset`` of the file."""
+
+    part_number: int
+    offset: int
+    size: int
+    url: str
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class MultipartInstructions:
+    """How the client sends the bytes in parts, each to its own URL, before ``expires_at``."""
+
+    method: str
+    part_size: int
+    parts: list[PartUpload]
+    expires_at: int
+
+
+@dataclass(frozen=True)
+class StoredPart:
+    """A part storage has received: its number, length and the ETag storage gave it."""
+
+    part_number: int
+    size: int
+    etag: str
+
+
+@dataclass(frozen=True)
 class FileView:
     """A file as the API shows it: the record plus what storage says and fresh URLs."""
 
     record: FileRecord
     offset: int
-    upload: UploadInstructions | None = None
+    upload: UploadInstructions | MultipartInstructions | None = None
     download_url: str | None = None
+    parts_received: list[StoredPart] | None = None
+    """For a pending multipart upload: the parts storage holds (what a resume can skip)."""

@@ -86,6 +86,19 @@ PATHS: dict[str, dict[str, Any]] = {
                 503,
                 body="FileCreate",
             ),
+            "description": "JSON declares a file and answers it pending with its upload URL. "
+            "multipart/form-data is a proxied upload: the broker streams the form's last field "
+            "`file` to storage and answers the file complete.",
+            "requestBody": {
+                "required": True,
+                "content": {
+                    _JSON: {"schema": "FileCreate"},
+                    "multipart/form-data": {
+                        "schema": "FormUpload",
+                        "encoding": {"file": {"contentType": "*/*"}},
+                    },
+                },
+            },
             "parameters": [
                 {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}}
             ],
@@ -116,6 +129,21 @@ PATHS: dict[str, dict[str, Any]] = {
             422,
             503,
             body="Complete",
+            params=[_FILE_ID],
+        ),
+    },
+    "/v1/files/{file_id}/parts": {
+        "post": _op(
+            "Sign part URLs again for a pending multipart upload (resume)",
+            (200, "File"),
+            400,
+            401,
+            403,
+            404,
+            409,
+            422,
+            503,
+            body="PartsRequest",
             params=[_FILE_ID],
         ),
     },
@@ -215,6 +243,7 @@ PATHS: dict[str, dict[str, Any]] = {
 
 SCHEMAS: dict[str, type[Schema]] = {
     "FileCreate": schemas.FileCreateSchema,
+    "FormUpload": schemas.FormUploadSchema,
     "Complete": schemas.CompleteSchema,
     "File": schemas.FileSchema,
     "FilePage": schemas.FilePageSchema,
@@ -223,6 +252,7 @@ SCHEMAS: dict[str, type[Schema]] = {
     "KeyCreated": schemas.KeyCreatedSchema,
     "Key": schemas.KeySchema,
     "KeyList": schemas.KeyListSchema,
+    "PartsRequest": schemas.PartsRequestSchema,
     "Health": schemas.HealthSchema,
     "Error": schemas.ErrorSchema,
 }

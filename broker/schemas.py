@@ -91,6 +91,43 @@ class FileCreateSchema(StrictSchema):
         return data
 
 
+class FormUploadSchema(StrictSchema):
+    """The fields of a proxied upload (``multipart/form-data``) that come before ``file``.
+
+    ``name`` defaults to the file part's filename and ``mime_type`` to its Content-Type
+    (else ``application/octet-stream``); ``size``, when given, must be the exact length.
+    """
+
+    name = fields.String(
+        required=True,
+        validate=[validate.Length(min=1, max=255), _no_control_chars],
+        metadata={"description": "Default: the file part's filename."},
+    )
+    size = fields.Integer(
+        validate=validate.Range(min=0), metadata={"description": "If given, the exact length."}
+    )
+    mime_type = fields.String(
+        required=True,
+        validate=[validate.Length(max=255), _mime_type],
+        metadata={"description": "Default: the file part's Content-Type, else octet-stream."},
+    )
+    bucket = _name(load_default="default")
+    key = fields.String(validate=validate.Length(min=1))
+    sha256 = fields.String(
+        validate=validate.Regexp(r"^[0-9a-fA-F]{64}$", error="Must be 64 hex characters.")
+    )
+    file = fields.Raw(
+        metadata={"type": "string", "format": "binary", "description": "The bytes; last field."}
+    )
+
+    @post_load
+    def _normalise(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        data["mime_type"] = normalise_mime_type(data["mime_type"])
+        if data.get("sha256"):
+            data["sha256"] = data["sha256"].lower()
+        return data
+
+
 class PartSchema(StrictSchema):
     """One uploaded part, as the client reports it on completion."""
 
@@ -102,6 +139,17 @@ class CompleteSchema(StrictSchema):
     """Body of ``POST /v1/files/{id}/complete``: ``{}`` or the parts of a multipart upload."""
 
     parts = fields.List(fields.Nested(PartSchema))
+
+
+class PartsRequestSchema(StrictSchema):
+    """Body of ``POST /v1/files/{id}/parts``: which part URLs to sign again (default: every
+    part storage has not received) and for how long."""
+
+    part_numbers = fields.List(
+        fields.Integer(strict=True, validate=validate.Range(1, 10000)),
+        validate=validate.Length(min=1, max=10000),
+    )
+    expires_in = fields.Integer(strict=True, validate=[_not_bool, validate.Range(min=1)])
 
 
 class ListQuerySchema(Schema):
@@ -139,12 +187,35 @@ class KeyListQuerySchema(Schema):
 # -- answers -------------------------------------------------------------------------------
 
 
+class PartUploadSchema(Schema):
+    """One part of a multipart upload: ``size`` bytes from ``offset``, PUT to ``url``."""
+
+    part_number = fields.Integer()
+    offset = fields.Integer()
+    size = fields.Integer()
+    url = fields.String()
+    headers = fields.Dict(keys=fields.String(), values=fields.String())
+
+
+class StoredPartSchema(Schema):
+    """A part storage has received, with the ETag to complete with."""
+
+    part_number = fields.Integer()
+    size = fields.Integer()
+    etag = fields.String()
+
+
 class UploadSchema(Schema):
-    """How to send the bytes: exactly this method, URL and headers, before ``expires_at``."""
+    """How to send the bytes: exactly this method, URL and headers, before ``expires_at``.
+
+    A multipart upload has ``part_size`` and ``parts`` (each with its own URL and headers)
+    instead of ``url`` and ``headers``."""
 
     method = fields.String()
     url = fields.String()
     headers = fields.Dict(keys=fields.String(), values=fields.String())
+    part_size = fields.Integer()
+    parts = fields.List(fields.Nested(PartUploadSchema))
     expires_at = fields.Integer()
 
 
@@ -171,6 +242,11 @@ class FileSchema(Schema):
     upload = fields.Nested(UploadSchema, allow_none=True)
     upload_url = fields.String(allow_none=True)
     download_url = fields.String(allow_none=True)
+    parts_received = fields.List(
+        fields.Nested(StoredPartSchema),
+        allow_none=True,
+        metadata={"description": "Parts storage holds (pending multipart uploads only)."},
+    )
 
     @pre_dump
     def _flatten(self, view: FileView, **_: Any) -> dict[str, Any]:
@@ -191,8 +267,9 @@ class FileSchema(Schema):
             "completed_at": record.completed_at,
             "expires_at": record.expires_at,
             "upload": view.upload,
-            "upload_url": view.upload.url if view.upload else None,
+            "upload_url": getattr(view.upload, "url", None),
             "download_url": view.download_url,
+            "parts_received": view.parts_received,
         }
 
 
@@ -212,6 +289,9 @@ class BucketSchema(Schema):
     allowed_mime_types = fields.List(fields.String())
     max_url_ttl = fields.Integer()
     multipart_threshold = fields.Integer()
+    part_size = fields.Integer(
+        metadata={"description": "Preferred part size of multipart uploads."}
+    )
     file_count = fields.Integer()
 
 

@@ -7,11 +7,12 @@ the client says.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import IO, Any
 
@@ -26,9 +27,12 @@ from .models import (
     ApiKeyRecord,
     FileRecord,
     FileView,
+    MultipartInstructions,
+    PartUpload,
     Principal,
     Scope,
     Status,
+    StoredPart,
     UploadInstructions,
 )
 from .naming import (
@@ -39,6 +43,7 @@ from .naming import (
     key_from_name,
     normalise_key,
 )
+from .parts import MAX_SINGLE_PUT, PlannedPart, choose_part_size, plan
 from .schemas import FileSchema
 from .storage import LocalStorage, ObjectInfo, Storage
 from .storage.local import GetGrant, LocatedBlob
@@ -133,23 +138,7 @@ class Broker:
                 return earlier
 
         policy = self._policy(request["bucket"])
-        if request["size"] > policy.max_size:
-            raise BrokerError(
-                "upload.size_exceeds_limit",
-                f"{request['size']} bytes exceeds bucket {policy.name!r}'s limit of "
-                f"{policy.max_size} bytes.",
-                details={"size": [f"Must be at most {policy.max_size}."]},
-            )
-        if not policy.allows(request["mime_type"]):
-            raise BrokerError(
-                "upload.mime_type_not_allowed",
-                f"Bucket {policy.name!r} does not accept {request['mime_type']!r}.",
-                details={"mime_type": [f"Allowed: {', '.join(policy.allowed_mime_types)}."]},
-            )
-        if request.get("multipart"):
-            raise validation_error(
-                {"multipart": "Multipart uploads are not available in this version."}
-            )
+        multipart = self._admit(policy, request)
         file_id = new_id("file")
         if "key" in request:
             key = self._key(request["key"])
@@ -171,10 +160,19 @@ class Broker:
             updated_at=now,
             expires_at=now + ttl,
         )
+        if multipart:
+            record = replace(record, part_size=choose_part_size(record.size, policy.part_size))
+            record = replace(
+                record,
+                upload_id=self.storage.start_multipart(
+                    record.storage_key, content_type=record.mime_type
+                ),
+            )
         view = FileView(
             record=record,
             offset=0,
             upload=self._upload(record),
+            parts_received=[] if multipart else None,
             # A link through the broker: it serves nothing until the file is complete.
             download_url=self.links.sign(
                 record.tenant,
@@ -194,7 +192,12 @@ class Broker:
                 created_at=now,
             )
         try:
-            self.store.insert_file(record, answer)
+            try:
+                self.store.insert_file(record, answer)
+            except Exception:
+                if record.upload_id is not None:  # leave no open upload behind a failed create
+                    self.storage.abort_multipart(record.storage_key, record.upload_id)
+                raise
         except IdempotencyConflict:
             assert idempotency_key is not None
             assert fingerprint is not None
@@ -210,6 +213,30 @@ class Broker:
         DECLARED.labels(bucket=policy.name).inc()
         return Declared(body=body, replayed=False)
 
+    @staticmethod
+    def _admit(policy: BucketPolicy, request: Mapping[str, Any]) -> bool:
+        """Check a declaration against the bucket's policy; say whether it goes in parts."""
+        if request["size"] > policy.max_size:
+            raise BrokerError(
+                "upload.size_exceeds_limit",
+                f"{request['size']} bytes exceeds bucket {policy.name!r}'s limit of "
+                f"{policy.max_size} bytes.",
+                details={"size": [f"Must be at most {policy.max_size}."]},
+            )
+        if not policy.allows(request["mime_type"]):
+            raise BrokerError(
+                "upload.mime_type_not_allowed",
+                f"Bucket {policy.name!r} does not accept {request['mime_type']!r}.",
+                details={"mime_type": [f"Allowed: {', '.join(policy.allowed_mime_types)}."]},
+            )
+        size: int = request["size"]
+        multipart = bool(request.get("multipart")) or size > min(
+            policy.multipart_threshold, MAX_SINGLE_PUT
+        )
+        if multipart and size == 0:
+            raise validation_error({"multipart": "An empty file cannot be sent in parts."})
+        return multipart
+
     def _replay(
         self, principal: Principal, idempotency_key: str, fingerprint: str, now: int
     ) -> Declared | None:
@@ -219,6 +246,174 @@ class Broker:
         if answer.fingerprint != fingerprint:
             raise BrokerError("idempotency.mismatch")
         return Declared(body=answer.response, replayed=True)
+
+    # -- files: proxied upload ----------------------------------------------------------------
+
+    def receive_form(
+        self,
+        principal: Principal,
+        request: Mapping[str, Any],
+        chunks: Iterable[bytes],
+        idempotency_key: str | None = None,
+    ) -> Declared:
+        """Store a file whose bytes come through the broker; answer it complete.
+
+        The same checks as a declaration (bucket, size and type policy, key) run before a
+        byte is read; a pending row reserves the key; storage takes the stream in bounded
+        memory and refuses a body over the bucket's limit, of another ``size`` or SHA-256;
+        only then is the file complete. On any failure (a lie, a cut-off body, storage
+        down) nothing is left in storage and the file is ``failed``, never pending.
+
+        With an ``Idempotency-Key``, a retry of an upload that completed answers that file
+        again; one still in progress is 409; one that failed does not bind the key, so the
+        retry is a fresh attempt.
+        """
+        require(principal, Scope.FILES_WRITE)
+        now = self.now()
+        fingerprint = None
+        if idempotency_key is not None:
+            if not 1 <= len(idempotency_key) <= _IDEMPOTENCY_KEY_MAX:
+                raise validation_error({"Idempotency-Key": "Must be 1-255 characters."})
+            fingerprint = hashlib.sha256(
+                json.dumps({"form": request}, sort_keys=True, default=str).encode()
+            ).hexdigest()
+            earlier = self._replay_form(principal, idempotency_key, fingerprint, now)
+            if earlier is not None:
+                return earlier
+
+        policy = self._policy(request["bucket"])
+        declared_size: int | None = request.get("size")
+        self._admit(policy, {**request, "size": declared_size or 0})  # parts never apply here
+        file_id = new_id("file")
+        if "key" in request:
+            key = self._key(request["key"])
+        else:
+            key = key_from_name(file_id.removeprefix("file_").lower(), request["name"])
+        record = FileRecord(
+            id=file_id,
+            tenant=principal.tenant,
+            bucket=policy.name,
+            key=key,
+            name=request["name"],
+            mime_type=request["mime_type"],
+            size=declared_size or 0,
+            sha256=request.get("sha256"),
+            metadata={},
+            status=Status.PENDING,
+            created_at=now,
+            updated_at=now,
+            # The reaper may fail a pending file past this; a body still arriving then is
+            # refused at the end (below) rather than completing a file the reaper gave up.
+            expires_at=now + min(self.settings.upload_ttl, policy.max_url_ttl),
+        )
+        answer = None
+        if idempotency_key is not None and fingerprint is not None:
+            # What binds the key is the file; a replay answers the file as it is then.
+            answer = IdempotentAnswer(
+                tenant=principal.tenant,
+                key=idempotency_key,
+                fingerprint=fingerprint,
+                status_code=201,
+                response={"id": file_id, "object": "file", "status": Status.PENDING.value},
+                created_at=now,
+            )
+        try:
+            self.store.insert_file(record, answer)
+        except IdempotencyConflict:
+            assert idempotency_key is not None
+            assert fingerprint is not None
+            earlier = self._replay_form(principal, idempotency_key, fingerprint, now)
+            if earlier is None:
+                raise BrokerError("idempotency.in_progress") from None
+            return earlier
+        except KeyExists:
+            raise BrokerError(
+                "file.key_exists",
+                f"Bucket {policy.name!r} already has a file with key {key!r}.",
+            ) from None
+        DECLARED.labels(bucket=policy.name).inc()
+
+        try:
+            info = self.storage.put_stream(
+                record.storage_key,
+                self._keep_pending(record, chunks),
+                content_type=record.mime_type,
+                max_size=policy.max_size,
+                size=declared_size,
+                sha256=record.sha256,
+            )
+        except BaseException as exc:
+            self._fail_received(record, exc)
+            raise
+        now = self.now()
+        done = replace(
+            record,
+            size=info.size,
+            sha256=info.sha256 or record.sha256,
+            status=Status.COMPLETE,
+            completed_at=now,
+            updated_at=now,
+        )
+        moved = self.store.transition(
+            record.tenant, record.id, Status.PENDING, Status.COMPLETE,
+            size=done.size, sha256=done.sha256, completed_at=now, updated_at=now,
+        )  # fmt: skip
+        if not moved:
+            # Deleted, aborted or reaped while the bytes arrived: keep none of them.
+            self.storage.delete(record.storage_key)
+            COMPLETIONS.labels(result="upload.not_pending").inc()
+            raise BrokerError(
+                "upload.not_pending",
+                f"File {record.id} was deleted or expired while its bytes arrived.",
+            )
+        COMPLETIONS.labels(result="complete").inc()
+        return Declared(body=_FILE_SCHEMA.dump(self._view(done)), replayed=False)
+
+    def _keep_pending(self, record: FileRecord, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        """Pass ``chunks`` on, pushing the file's expiry out while they keep coming, so a
+        slow but live upload is not taken for an abandoned one."""
+        ttl = record.expires_at - record.created_at
+        expires_at = record.expires_at
+        for chunk in chunks:
+            now = self.now()
+            if now > expires_at - ttl // 2:
+                expires_at = now + ttl
+                self.store.extend(record.tenant, record.id, expires_at, updated_at=now)
+            yield chunk
+
+    def _fail_received(self, record: FileRecord, exc: BaseException) -> None:
+        """After a refused or interrupted proxied upload: the file is failed, and storage
+        holds nothing (the adapter promises that; a storage error may leave it unsure)."""
+        code = exc.code if isinstance(exc, BrokerError) else "upload.interrupted"
+        if code == "storage.unavailable":
+            with contextlib.suppress(BrokerError):
+                self.storage.delete(record.storage_key)
+        try:
+            self.store.transition(
+                record.tenant, record.id, Status.PENDING, Status.FAILED,
+                failure_code=code, updated_at=self.now(),
+            )  # fmt: skip
+        except Exception:  # the original error is the answer; the reaper fails it later
+            log.exception("could not mark file %s failed", record.id)
+        COMPLETIONS.labels(result=code).inc()
+
+    def _replay_form(
+        self, principal: Principal, idempotency_key: str, fingerprint: str, now: int
+    ) -> Declared | None:
+        """The file an earlier proxied upload with this key made, if it completed."""
+        answer = self.store.get_answer(principal.tenant, idempotency_key, now)
+        if answer is None:
+            return None
+        if answer.fingerprint != fingerprint:
+            raise BrokerError("idempotency.mismatch")
+        record = self.store.get_file(principal.tenant, str(answer.response.get("id")))
+        if record is not None and record.status is Status.COMPLETE:
+            return Declared(body=_FILE_SCHEMA.dump(self._view(record)), replayed=True)
+        if record is not None and record.status is Status.PENDING:
+            raise BrokerError("idempotency.in_progress")
+        # It failed (or is gone): that attempt stored nothing, so this one starts afresh.
+        self.store.forget_answer(answer)
+        return None
 
     # -- files: complete ----------------------------------------------------------------------
 
@@ -230,23 +425,29 @@ class Broker:
         record = self._file(principal, file_id)
         if record.status is Status.COMPLETE:
             return self._view(record)
+        if record.failure_code == "upload.expired":
+            raise BrokerError("upload.expired", f"File {record.id}'s upload expired.")
         if record.status is not Status.PENDING:
             raise BrokerError(
                 "upload.not_pending", f"File {record.id} is {record.status.value}; upload again."
             )
-        if parts:
-            raise validation_error({"parts": "This file was not uploaded in parts."})
-        info = self.storage.head(record.storage_key)
-        if info is None:
-            raise BrokerError(
-                "upload.not_received",
-                f"Nothing is stored for file {record.id} yet; PUT the bytes first.",
-            )
+        if record.multipart:
+            info = self._join_parts(record, parts)
+        else:
+            if parts:
+                raise validation_error({"parts": "This file was not uploaded in parts."})
+            found = self.storage.head(record.storage_key)
+            if found is None:
+                raise BrokerError(
+                    "upload.not_received",
+                    f"Nothing is stored for file {record.id} yet; PUT the bytes first.",
+                )
+            info = found
         mismatch = self._mismatch(record, info)
         now = self.now()
         if mismatch is not None:
             code, message = mismatch
-            self.storage.delete(record.storage_key)
+            self._free(record)
             self.store.transition(
                 record.tenant,
                 record.id,
@@ -270,6 +471,142 @@ class Broker:
             return self._view(self._file(principal, file_id))
         COMPLETIONS.labels(result="complete").inc()
         return self._view(replace(record, status=Status.COMPLETE, completed_at=now, updated_at=now))
+
+    def _join_parts(
+        self, record: FileRecord, claimed: list[Mapping[str, Any]] | None
+    ) -> ObjectInfo:
+        """Check every planned part is in storage with its planned length (and, when the
+        client lists parts, that its ETags are storage's), then join them into the object.
+
+        A part not yet received answers 422 ``upload.part_missing``, one of another length
+        422 ``upload.size_mismatch``; either way nothing is joined and the file stays
+        pending, so the client can send those parts (again) and complete.
+        """
+        assert record.upload_id is not None
+        assert record.part_size is not None
+        stored = self.storage.list_parts(record.storage_key, record.upload_id)
+        if stored is None:
+            # Not open: another complete may have joined it a moment ago.
+            info = self.storage.head(record.storage_key)
+            if info is None:
+                raise BrokerError(
+                    "upload.not_received",
+                    f"File {record.id}'s multipart upload is not open in storage.",
+                )
+            return info
+        planned = plan(record.size, record.part_size)
+        by_number = {part.part_number: part for part in stored}
+        if claimed is not None:
+            self._check_claimed(planned_numbers=[p.number for p in planned], claimed=claimed,
+                                stored=by_number)  # fmt: skip
+        missing = [p.number for p in planned if p.number not in by_number]
+        if missing:
+            raise BrokerError(
+                "upload.part_missing",
+                f"Storage has not received part(s) {_numbers(missing)} of file {record.id}.",
+                details={"missing_parts": missing},
+            )
+        wrong = [p for p in planned if by_number[p.number].size != p.size]
+        if wrong:
+            # Storage kept a part of another length (a peer that does not enforce the signed
+            # length, or one that keeps a cut-off body): it is not received. Nothing is
+            # joined and the file stays pending; sending that part again replaces it.
+            first = wrong[0]
+            raise BrokerError(
+                "upload.size_mismatch",
+                f"Part {first.number} holds {by_number[first.number].size} bytes, not "
+                f"{first.size}; send part(s) {_numbers([p.number for p in wrong])} again.",
+                details={"wrong_length_parts": [p.number for p in wrong]},
+            )
+        return self.storage.finish_multipart(
+            record.storage_key, record.upload_id, [by_number[p.number] for p in planned]
+        )
+
+    @staticmethod
+    def _check_claimed(
+        *,
+        planned_numbers: list[int],
+        claimed: list[Mapping[str, Any]],
+        stored: Mapping[int, StoredPart],
+    ) -> None:
+        """The client's part list must name each planned part once, with storage's ETag."""
+        numbers = [int(part["part_number"]) for part in claimed]
+        unknown = sorted(set(numbers) - set(planned_numbers))
+        if unknown:
+            raise validation_error(
+                {"parts": f"Parts are 1-{len(planned_numbers)}; not {_numbers(unknown)}."}
+            )
+        if len(set(numbers)) != len(numbers):
+            raise validation_error({"parts": "Each part number may appear once."})
+        unlisted = sorted(set(planned_numbers) - set(numbers))
+        if unlisted:
+            raise BrokerError(
+                "upload.part_missing",
+                f"The list of parts lacks part(s) {_numbers(unlisted)}.",
+                details={"missing_parts": unlisted},
+            )
+        for part in claimed:
+            held = stored.get(int(part["part_number"]))
+            if held is not None and str(part["etag"]).strip('"') != held.etag:
+                raise BrokerError(
+                    "upload.part_mismatch",
+                    f"Part {held.part_number}'s ETag is {held.etag!r} in storage, "
+                    f"not {part['etag']!r}.",
+                    details={"part_number": held.part_number, "etag": held.etag},
+                )
+
+    def reissue_parts(
+        self,
+        principal: Principal,
+        file_id: str,
+        part_numbers: list[int] | None = None,
+        expires_in: int | None = None,
+    ) -> FileView:
+        """Fresh part URLs for a pending multipart upload (all parts not yet received, or
+        the ones asked for); the file's expiry moves out to theirs."""
+        require(principal, Scope.FILES_WRITE)
+        record = self._file(principal, file_id)
+        if record.status is not Status.PENDING:
+            raise BrokerError(
+                "upload.not_pending", f"File {record.id} is {record.status.value}, not pending."
+            )
+        if not record.multipart or record.part_size is None or record.upload_id is None:
+            raise validation_error({"part_numbers": "This file is not uploaded in parts."})
+        planned = plan(record.size, record.part_size)
+        stored = self.storage.list_parts(record.storage_key, record.upload_id)
+        if stored is None:
+            raise BrokerError(
+                "upload.not_pending", f"File {record.id}'s multipart upload is no longer open."
+            )
+        stored = _received(planned, stored)
+        if part_numbers is None:
+            received = {part.part_number for part in stored}
+            part_numbers = [p.number for p in planned if p.number not in received]
+        else:
+            unknown = sorted(set(part_numbers) - {p.number for p in planned})
+            if unknown:
+                raise validation_error(
+                    {"part_numbers": f"Parts are 1-{len(planned)}; not {_numbers(unknown)}."}
+                )
+        policy = self.settings.buckets.get(record.bucket) or BucketPolicy(record.bucket)
+        now = self.now()
+        ttl = min(expires_in or self.settings.upload_ttl, policy.max_url_ttl)
+        expires_at = max(record.expires_at, now + ttl)
+        if not self.store.extend(record.tenant, record.id, expires_at, updated_at=now):
+            return self._view(self._file(principal, file_id))
+        record = replace(record, expires_at=expires_at, updated_at=now)
+        return FileView(
+            record=record,
+            offset=sum(part.size for part in stored),
+            upload=self._multipart_upload(record, wanted=set(part_numbers)),
+            parts_received=stored,
+        )
+
+    def _free(self, record: FileRecord) -> None:
+        """Remove whatever storage holds for a file: its object and any open upload."""
+        if record.upload_id is not None:
+            self.storage.abort_multipart(record.storage_key, record.upload_id)
+        self.storage.delete(record.storage_key)
 
     def _mismatch(self, record: FileRecord, info: ObjectInfo) -> tuple[ErrorCode, str] | None:
         """The first way the stored object differs from the declaration, or None."""
@@ -363,6 +700,7 @@ class Broker:
                 "allowed_mime_types": list(p.allowed_mime_types),
                 "max_url_ttl": p.max_url_ttl,
                 "multipart_threshold": p.multipart_threshold,
+                "part_size": p.part_size,
                 "file_count": counts.get(p.name, 0),
             }
             for p in self.settings.buckets.values()
@@ -384,7 +722,7 @@ class Broker:
         # Storage first: if it fails the row stays and a retry finishes the job. The other
         # order could leave bytes that no row points at.
         if record.status in (Status.PENDING, Status.COMPLETE):
-            self.storage.delete(record.storage_key)
+            self._free(record)
         if not self.store.delete_file(record.tenant, record.id):
             raise BrokerError("file.not_found", f"No file {record.id} in this tenant.")
         offset = record.size if record.status is Status.COMPLETE else 0
@@ -400,7 +738,7 @@ class Broker:
             raise BrokerError("upload.already_complete", f"File {record.id} is complete.")
         if record.status is not Status.PENDING:
             raise BrokerError("upload.not_pending", f"File {record.id} is {record.status.value}.")
-        self.storage.delete(record.storage_key)
+        self._free(record)
         now = self.now()
         if not self.store.transition(
             record.tenant, record.id, Status.PENDING, Status.ABORTED, updated_at=now
@@ -530,13 +868,45 @@ class Broker:
             raise BrokerError("file.not_found", f"No file with key {key!r} in {bucket!r}.")
         return record
 
-    def _upload(self, record: FileRecord) -> UploadInstructions:
+    def _upload(self, record: FileRecord) -> UploadInstructions | MultipartInstructions:
+        if record.multipart:
+            return self._multipart_upload(record)
         return self.storage.presign_put(
             record.storage_key,
             size=record.size,
             content_type=record.mime_type,
             sha256=record.sha256,
             expires_at=record.expires_at,
+        )
+
+    def _multipart_upload(
+        self, record: FileRecord, wanted: set[int] | None = None
+    ) -> MultipartInstructions:
+        """Signed part URLs (every part, or those in ``wanted``), each binding its length."""
+        assert record.upload_id is not None
+        assert record.part_size is not None
+        parts = []
+        for planned in plan(record.size, record.part_size):
+            if wanted is not None and planned.number not in wanted:
+                continue
+            signed = self.storage.presign_part(
+                record.storage_key,
+                record.upload_id,
+                part_number=planned.number,
+                size=planned.size,
+                expires_at=record.expires_at,
+            )
+            parts.append(
+                PartUpload(
+                    part_number=planned.number,
+                    offset=planned.offset,
+                    size=planned.size,
+                    url=signed.url,
+                    headers=signed.headers,
+                )
+            )
+        return MultipartInstructions(
+            method="PUT", part_size=record.part_size, parts=parts, expires_at=record.expires_at
         )
 
     def _download_url(self, record: FileRecord, policy: BucketPolicy) -> str:
@@ -566,11 +936,38 @@ class Broker:
             return FileView(
                 record=record, offset=record.size, download_url=self._download_url(record, policy)
             )
+        if record.status is Status.PENDING and probe and record.upload_id is not None:
+            planned = plan(record.size, record.part_size or record.size)
+            stored = _received(
+                planned, self.storage.list_parts(record.storage_key, record.upload_id) or []
+            )
+            received = {part.part_number for part in stored}
+            missing = {p.number for p in planned if p.number not in received}
+            return FileView(
+                record=record,
+                offset=sum(part.size for part in stored),
+                upload=self._multipart_upload(record, wanted=missing)
+                if record.expires_at > self.now()
+                else None,
+                parts_received=stored,
+            )
         if record.status is Status.PENDING and probe:
             info = self.storage.head(record.storage_key)
             upload = self._upload(record) if record.expires_at > self.now() else None
             return FileView(record=record, offset=info.size if info else 0, upload=upload)
         return FileView(record=record, offset=0)
+
+
+def _received(planned: list[PlannedPart], stored: list[StoredPart]) -> list[StoredPart]:
+    """The stored parts that count as received: planned, and of their planned length."""
+    sizes = {p.number: p.size for p in planned}
+    return [part for part in stored if sizes.get(part.part_number) == part.size]
+
+
+def _numbers(numbers: list[int]) -> str:
+    """``1, 2, 5`` (at most ten, then an ellipsis) for messages."""
+    shown = ", ".join(str(n) for n in numbers[:10])
+    return shown + (", …" if len(numbers) > 10 else "")
 
 
 def _key_fields(record: ApiKeyRecord) -> dict[str, Any]:

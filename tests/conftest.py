@@ -204,3 +204,14 @@ def localstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Peer]:
     except subprocess.TimeoutExpired:
         proc.kill()
     log.close()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``slow`` tests (soaks, multi-GiB transfers) run only when ``-m`` asks for them;
+    they are deselected, not skipped, in the default run."""
+    if "slow" in (config.getoption("markexpr") or ""):
+        return
+    kept = [item for item in items if item.get_closest_marker("slow") is None]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+        items[:] = kept

@@ -32,6 +32,7 @@ def test_buckets_list_policies_and_live_counts(harness: Harness, acme: dict[str,
             "allowed_mime_types": ["*/*"],
             "max_url_ttl": 3600,
             "multipart_threshold": 100 * 1024**2,
+            "part_size": 16 * 1024**2,
             "file_count": 2,
         }
     ]

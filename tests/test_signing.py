@@ -111,5 +111,6 @@ def test_objects_live_under_hashed_names_only(store: LocalStorage, tmp_path: Pat
         store.receive(grant, content_length=1, content_type="a/b", body=BytesIO(b"x"))
         assert store.head(key) is not None
     names = {p.relative_to(tmp_path).parts[0] for p in tmp_path.rglob("*")}
-    assert names == {"objects", "tmp"}
+    assert names == {"objects", "tmp", "uploads"}
+    assert not any((tmp_path / "uploads").iterdir())
     assert not (tmp_path.parent / "escape").exists()

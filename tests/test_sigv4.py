@@ -116,6 +116,31 @@ def test_get_urls_are_identical_to_botocore(storage: tuple[S3Storage, object]) -
         assert ours == theirs, key
 
 
+def test_part_urls_are_identical_to_botocore(storage: tuple[S3Storage, object]) -> None:
+    adapter, reference = storage
+    rng = random.Random(5)
+    for key in _random_keys(100, seed=31):
+        number = rng.randint(1, 10_000)
+        size = rng.choice([1, 5 * 1024**2, 5 * 1024**3])
+        upload_id = "".join(rng.choice("abcXYZ019-_.~+/=") for _ in range(rng.randint(10, 90)))
+        ours = adapter.presign_part(
+            key, upload_id, part_number=number, size=size, expires_at=NOW + 900
+        )
+        theirs = reference.generate_presigned_url(  # type: ignore[attr-defined]
+            "upload_part",
+            Params={
+                "Bucket": "my-bucket",
+                "Key": key,
+                "UploadId": upload_id,
+                "PartNumber": number,
+                "ContentLength": size,
+            },
+            ExpiresIn=900,
+        )
+        assert ours.url == theirs, key
+        assert ours.headers == {"Content-Length": str(size)}
+
+
 def test_upload_headers_are_exactly_the_signed_ones(storage: tuple[S3Storage, object]) -> None:
     adapter, _ = storage
     sha = hashlib.sha256(b"x").hexdigest()

@@ -2,32 +2,58 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 
-from ..errors import BrokerError
-from ..models import Scope
-from ..schemas import CompleteSchema, FileCreateSchema, FileSchema
-from . import json_body, principal, service
+from ..models import Principal, Scope
+from ..schemas import (
+    CompleteSchema,
+    FileCreateSchema,
+    FileSchema,
+    FormUploadSchema,
+    PartsRequestSchema,
+)
+from . import json_body, load, principal, service
+from .forms import read_form
 
 bp = Blueprint("files", __name__, url_prefix="/v1/files")
 _file = FileSchema()
 _create = FileCreateSchema()
+_form = FormUploadSchema()
 _complete = CompleteSchema()
+_parts = PartsRequestSchema()
 
 
 @bp.post("")
 def create() -> tuple[Response, int]:
-    """Declare a file; answer its upload and download URLs."""
+    """Declare a file (JSON) and answer its URLs, or receive one (multipart/form-data)."""
     who = principal(Scope.FILES_WRITE)
     if request.mimetype == "multipart/form-data":
-        raise BrokerError(
-            "request.malformed", "Proxied form uploads are not available in this version."
-        )
+        return _receive(who)
     data = json_body(_create)
     declared = service().declare(who, data, request.headers.get("Idempotency-Key"))
     response = jsonify(declared.body)
     if declared.replayed:
         response.headers["Idempotent-Replayed"] = "true"
+    return response, 201
+
+
+def _receive(who: Principal) -> tuple[Response, int]:
+    """A proxied upload: the form's fields declare, its ``file`` streams to storage."""
+    form = read_form(request)
+    try:
+        declared = service().receive_form(
+            who,
+            load(_form, form.declaration()),
+            form.chunks(),
+            request.headers.get("Idempotency-Key"),
+        )
+    finally:
+        g.body_read = form.finished  # else errors answer with Connection: close
+    response = jsonify(declared.body)
+    if declared.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    if not form.finished:  # a replay answers without reading the body again
+        response.headers["Connection"] = "close"
     return response, 201
 
 
@@ -43,6 +69,15 @@ def complete(file_id: str) -> Response:
     who = principal(Scope.FILES_WRITE)
     body = json_body(_complete, optional=True)
     return jsonify(_file.dump(service().complete(who, file_id, body.get("parts"))))
+
+
+@bp.post("/<file_id>/parts")
+def parts(file_id: str) -> Response:
+    """Sign part URLs again for a pending multipart upload (resume after they expired)."""
+    who = principal(Scope.FILES_WRITE)
+    body = json_body(_parts, optional=True)
+    view = service().reissue_parts(who, file_id, body.get("part_numbers"), body.get("expires_in"))
+    return jsonify(_file.dump(view))
 
 
 @bp.get("/<file_id>/content")

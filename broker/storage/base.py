@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from ..models import UploadInstructions
+from ..errors import BrokerError
+from ..models import StoredPart, UploadInstructions
 
 HASH_CHUNK = 1024 * 1024
 """Bytes read at a time when an adapter or the service streams an object (bounded memory)."""
@@ -22,6 +23,40 @@ class ObjectInfo:
     etag: str
     sha256: str | None
     """Hex SHA-256 that storage itself computed or verified, or None when it cannot tell."""
+
+
+@dataclass(frozen=True)
+class OpenUpload:
+    """A multipart upload storage holds open (for the reaper)."""
+
+    key: str
+    upload_id: str
+    started_at: float
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """An object storage holds (for the reaper)."""
+
+    key: str
+    size: int
+    modified_at: float
+
+
+def check_stream_size(received: int, *, max_size: int, size: int | None) -> None:
+    """Raise the contract's error when a streamed body of ``received`` bytes (counted up to
+    one past the limit) broke ``max_size`` or differs from the declared ``size``."""
+    if received > max_size:
+        raise BrokerError(
+            "upload.size_exceeds_limit",
+            f"The file is larger than the bucket's limit of {max_size} bytes.",
+            details={"file": [f"Must be at most {max_size} bytes."]},
+        )
+    if size is not None and received != size:
+        relation = "longer" if received > size else "shorter"
+        raise BrokerError(
+            "upload.size_mismatch", f"The file is {relation} than the declared {size} bytes."
+        )
 
 
 @runtime_checkable
@@ -68,4 +103,66 @@ class Storage(Protocol):
 
     def ping(self) -> None:
         """Return when storage answers; raise BrokerError(storage.unavailable) otherwise."""
+        ...
+
+    # -- multipart uploads --------------------------------------------------------------------
+
+    def start_multipart(self, key: str, *, content_type: str) -> str:
+        """Open a multipart upload of an object of ``content_type``; return its upload id."""
+        ...
+
+    def presign_part(
+        self, key: str, upload_id: str, *, part_number: int, size: int, expires_at: int
+    ) -> UploadInstructions:
+        """Instructions for one part: storage refuses a body of another length, a request
+        after ``expires_at`` and any altered URL. Its answer carries the part's ``ETag``."""
+        ...
+
+    def list_parts(self, key: str, upload_id: str) -> list[StoredPart] | None:
+        """The parts received so far, by part number; None when the upload is not open
+        (completed, aborted or never started)."""
+        ...
+
+    def finish_multipart(self, key: str, upload_id: str, parts: Sequence[StoredPart]) -> ObjectInfo:
+        """Join ``parts`` (as ``list_parts`` reported them, in order) into the object and
+        close the upload; the object becomes visible whole or not at all."""
+        ...
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Close the upload and free its parts; an upload that is not open is not an error."""
+        ...
+
+    # -- proxied uploads ----------------------------------------------------------------------
+
+    def put_stream(
+        self,
+        key: str,
+        chunks: Iterable[bytes],
+        *,
+        content_type: str,
+        max_size: int,
+        size: int | None,
+        sha256: str | None,
+    ) -> ObjectInfo:
+        """Store the bytes of ``chunks`` as the object, streaming in bounded memory.
+
+        Visible only if all holds: at most ``max_size`` bytes (else ``upload.size_exceeds_limit``),
+        exactly ``size`` when given (else ``upload.size_mismatch``), this SHA-256 when given
+        (else ``upload.checksum_mismatch``). On any error nothing is left visible.
+        """
+        ...
+
+    # -- housekeeping (the reaper) ------------------------------------------------------------
+
+    def iter_uploads(self) -> Iterator[OpenUpload]:
+        """Every multipart upload storage holds open."""
+        ...
+
+    def iter_objects(self) -> Iterator[StoredObject]:
+        """Every object storage holds."""
+        ...
+
+    def sweep_scratch(self, older_than: float) -> int:
+        """Remove the adapter's own leftovers (temp files, unreferenced data) last touched
+        before ``older_than`` (Unix time); return how many were removed."""
         ...
