@@ -10,6 +10,8 @@ a. **Expired files.** Each pending file whose ``expires_at + grace`` has passed 
    now: a new file may have taken the key the moment the claim freed it.
 b. **Orphan uploads.** Open multipart uploads started before ``now - grace`` that no pending
    file owns (a crash between opening and recording one, a free that failed) are aborted.
+   A pending file without an upload id owns the open uploads of its key: that is a proxied
+   upload (``POST /v1/files`` with a form) streaming to S3 in parts.
 c. **Orphan objects.** Objects last modified before ``now - grace`` whose key no live file
    holds are deleted, after a last look at the database. A file's row exists before its
    URLs do, so an object can only outlive its row, never precede it.
@@ -167,6 +169,11 @@ class Sweeper:
                     continue  # not a key the broker writes
                 if holders[upload.key] == (Status.PENDING, upload.upload_id):
                     continue  # its pending file's upload (expired ones are pass a's)
+                if holders[upload.key] == (Status.PENDING, None):
+                    # A proxied upload streaming in parts (put_stream opens the upload and
+                    # records no id): its file keeps its expiry fresh while bytes arrive,
+                    # and once it is expired or done the upload is aborted or completed.
+                    continue
                 self.storage.abort_multipart(upload.key, upload.upload_id)
                 report.orphan_uploads_aborted += 1
                 SWEPT.labels(action="orphan_upload_aborted").inc()

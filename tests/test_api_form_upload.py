@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import secrets
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import pytest
 
 from broker.api.forms import READ_SIZE
 from broker.parts import MIN_PART_SIZE
+from broker.sweep import Sweeper
 
 from support import Harness
 
@@ -448,3 +450,35 @@ def test_a_slow_upload_keeps_its_file_from_expiring(server: Harness, acme: dict[
     stored = server.client.get(f"/v1/files/{response.json['id']}", headers=acme).json
     assert stored["status"] == "complete"
     assert stored["expires_at"] > started + 1800  # pushed out as the bytes arrived
+
+
+def test_a_sweep_during_the_upload_leaves_it_alone(server: Harness, acme: dict[str, str]) -> None:
+    """``broker sweep`` does not take a proxied upload in flight (on S3: an open multipart
+    upload no row names) for an orphan; the upload completes."""
+    service = server.service
+    # Storage stamps uploads and temp files with real time: the clock follows it here.
+    server.clock.now = time.time()
+    body, content_type = form(b"", fields={"key": "swept.bin"})
+    head, tail = body.split(b"\r\n\r\n\r\n", 1)
+    reports = []
+
+    def with_a_sweep() -> Iterator[bytes]:
+        yield head + b"\r\n\r\n"
+        for index in range(3):
+            yield b"\1" * (4 * MiB)
+            if index == 1:  # on S3 a part is up by now: the multipart upload is open
+                if service.storage.name == "s3":
+                    server.clock.advance(20 * 60)  # it looks older than the sweeper's grace
+                # (The embedded store's temp file is written to all along: it stays fresh.)
+                sweeper = Sweeper(service.settings, service.store, service.storage, server.clock)
+                reports.append(sweeper.run(objects=True))
+        yield b"\r\n" + tail
+
+    stream = CountingStream(with_a_sweep(), length=len(head) + 4 + 12 * MiB + 2 + len(tail))
+    response = server.client.post(
+        "/v1/files", input_stream=stream, headers={**acme, "Content-Type": content_type}
+    )
+    assert response.status_code == 201, response.json
+    [report] = reports
+    assert (report.orphan_uploads_aborted, report.files_expired, report.errors) == (0, 0, 0)
+    assert server.download(response.json["download_url"]).data == b"\1" * (12 * MiB)
