@@ -6,6 +6,7 @@ bodies, so a slow multi-minute PUT is not killed by ``timeout`` the way a sync w
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import tempfile
@@ -41,6 +42,32 @@ def on_starting(server: Any) -> None:
     from broker import create_app
 
     create_app()
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """Tune the worker's allocator for streaming large bodies (see ``_tune_malloc``)."""
+    _tune_malloc()
+
+
+def _tune_malloc() -> None:
+    """Keep freed large buffers in the worker instead of handing them back to the kernel.
+
+    glibc serves each 1 MiB read of a streamed body from a fresh ``mmap`` and returns it on
+    free, so the next read faults it in again (``bench/put.py`` counted ~240,000 minor
+    faults per 512 MiB PUT). Raising the mmap threshold to 16 MiB and the trim threshold to
+    32 MiB lets the heap reuse those buffers: in paired runs the worker's CPU per byte fell
+    by ~38 % and PUT throughput rose ~32 %. A worker then keeps up to 32 MiB of freed heap.
+    ``BROKER_MALLOC_TUNING=0`` turns it off; without glibc (musl, macOS) it does nothing.
+    """
+    if os.environ.get("BROKER_MALLOC_TUNING", "1").lower() in ("0", "false", "no", "off"):
+        return
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    mallopt(m_mmap_threshold, 16 * 1024 * 1024)
+    mallopt(m_trim_threshold, 32 * 1024 * 1024)
 
 
 def child_exit(server: Any, worker: Any) -> None:
