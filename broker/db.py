@@ -20,6 +20,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     Connection,
     Engine,
@@ -35,6 +36,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    false,
     func,
     insert,
     literal,
@@ -83,6 +85,7 @@ files = Table(
     Column("completed_at", BigInteger),
     Column("upload_id", String(1024)),
     Column("part_size", BigInteger),
+    Column("proxied", Boolean, nullable=False, server_default=false()),
 )
 # A key is held by at most one live (pending or complete) file per tenant and bucket;
 # failed and aborted files keep their row for the record but free the key.
@@ -413,6 +416,7 @@ def _file(row: Row[Any]) -> FileRecord:
         failure_code=m["failure_code"],
         upload_id=m["upload_id"],
         part_size=m["part_size"],
+        proxied=bool(m["proxied"]),
     )
 
 
@@ -471,6 +475,7 @@ class MetadataStore:
             "completed_at": record.completed_at,
             "upload_id": record.upload_id,
             "part_size": record.part_size,
+            "proxied": record.proxied,
         }
 
     @staticmethod

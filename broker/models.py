@@ -53,6 +53,9 @@ class FileRecord:
     """Storage's multipart upload id while a multipart upload is open, else None."""
     part_size: int | None = None
     """Bytes per part (the last may be shorter) for a multipart upload, else None."""
+    proxied: bool = False
+    """The bytes come through the broker (a form upload): there is no URL to send them to,
+    and the file completes when that upload ends, not on ``complete``."""
 
     @property
     def multipart(self) -> bool:

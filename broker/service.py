@@ -305,6 +305,7 @@ class Broker:
             # The reaper may fail a pending file past this; a body still arriving then is
             # refused at the end (below) rather than completing a file the reaper gave up.
             expires_at=now + min(self.settings.upload_ttl, policy.max_url_ttl),
+            proxied=True,
         )
         answer = None
         if idempotency_key is not None and fingerprint is not None:
@@ -430,6 +431,11 @@ class Broker:
         if record.status is not Status.PENDING:
             raise BrokerError(
                 "upload.not_pending", f"File {record.id} is {record.status.value}; upload again."
+            )
+        if record.proxied:
+            raise BrokerError(
+                "upload.not_received",
+                f"File {record.id} is still arriving through the broker; it completes itself.",
             )
         if record.multipart:
             info = self._join_parts(record, parts)
@@ -951,6 +957,8 @@ class Broker:
                 else None,
                 parts_received=stored,
             )
+        if record.status is Status.PENDING and record.proxied:
+            return FileView(record=record, offset=0)  # arriving through the broker: no URL
         if record.status is Status.PENDING and probe:
             info = self.storage.head(record.storage_key)
             upload = self._upload(record) if record.expires_at > self.now() else None

@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 
 from broker.api.forms import READ_SIZE
+from broker.errors import BrokerError
+from broker.models import Principal
 from broker.parts import MIN_PART_SIZE
 from broker.sweep import Sweeper
 
@@ -482,3 +484,37 @@ def test_a_sweep_during_the_upload_leaves_it_alone(server: Harness, acme: dict[s
     [report] = reports
     assert (report.orphan_uploads_aborted, report.files_expired, report.errors) == (0, 0, 0)
     assert server.download(response.json["download_url"]).data == b"\1" * (12 * MiB)
+
+
+def test_a_file_arriving_through_the_broker_offers_no_url_and_cannot_be_completed(
+    server: Harness, acme: dict[str, str]
+) -> None:
+    """Mid-stream, the pending file has no upload section (nobody may PUT a competing body
+    to it) and ``complete`` answers 409: it completes itself when its bytes are in."""
+    service = server.service
+    writer = Principal(tenant="acme", scopes=frozenset({"files:read", "files:write"}))
+    body, content_type = form(b"", fields={"key": "mid.bin"})
+    head, tail = body.split(b"\r\n\r\n\r\n", 1)
+    seen: list[Any] = []
+
+    def with_a_look() -> Iterator[bytes]:
+        yield head + b"\r\n\r\n"
+        yield b"\2" * MiB
+        record = service.store.get_file_by_key("acme", "default", "mid.bin")
+        seen.append(service.get(writer, record.id))
+        try:
+            service.complete(writer, record.id)
+        except BrokerError as exc:
+            seen.append(exc.code)
+        yield b"\2" * MiB
+        yield b"\r\n" + tail
+
+    stream = CountingStream(with_a_look(), length=len(head) + 4 + 2 * MiB + 2 + len(tail))
+    response = server.client.post(
+        "/v1/files", input_stream=stream, headers={**acme, "Content-Type": content_type}
+    )
+    assert response.status_code == 201, response.json
+    view, code = seen
+    assert (view.record.status.value, view.upload, view.offset) == ("pending", None, 0)
+    assert code == "upload.not_received"
+    assert server.download(response.json["download_url"]).data == b"\2" * (2 * MiB)
