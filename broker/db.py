@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import queue
 import sqlite3
 import threading
@@ -11,7 +12,7 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -124,24 +125,100 @@ idempotency = Table(
 # per-call construction and cache-key work (a create pays ~0.3 ms less).
 _INSERT_FILE = insert(files)
 _INSERT_ANSWER = insert(idempotency)
+_DELETE_EXPIRED_ANSWER = delete(idempotency).where(
+    idempotency.c.tenant == bindparam("tenant"),
+    idempotency.c.key == bindparam("key"),
+    idempotency.c.created_at < bindparam("older_than"),
+)
 _GET_FILE = select(files).where(files.c.tenant == bindparam("t"), files.c.id == bindparam("i"))
 _GET_KEY = select(api_keys).where(api_keys.c.id == bindparam("i"))
 
-
-def _sqlite_sql(statement: Any, column_keys: list[str] | None = None) -> tuple[str, list[str]]:
-    """SQLite SQL and parameter order for a statement, compiled once by SQLAlchemy."""
-    from sqlalchemy.dialects import sqlite
-
-    compiled = statement.compile(dialect=sqlite.dialect(), column_keys=column_keys)
-    return compiled.string, list(compiled.positiontup or ())
-
-
 _FILE_COLUMNS = [column.name for column in files.columns]
 _KEY_COLUMNS = [column.name for column in api_keys.columns]
-# The two statements every create runs, for the raw driver on SQLite: SQLAlchemy's
-# connection machinery costs ~110 µs around a ~20 µs query there.
-_SQLITE_GET_KEY = _sqlite_sql(_GET_KEY)
-_SQLITE_INSERT_FILE = _sqlite_sql(_INSERT_FILE, _FILE_COLUMNS)
+
+
+@dataclass(frozen=True)
+class _SQLite:
+    """A statement compiled once for the raw sqlite3 driver: SQL, parameter order, and the
+    bind processors SQLAlchemy would apply (JSON columns are serialised by them)."""
+
+    sql: str
+    order: tuple[str, ...]
+    defaults: Mapping[str, Any]
+    processors: Mapping[str, Callable[[Any], Any]]
+
+    @classmethod
+    def compile(cls, statement: Any, column_keys: Sequence[str] | None = None) -> _SQLite:
+        """Compile with SQLAlchemy's SQLite dialect (values bound in ``statement`` kept)."""
+        from sqlalchemy.dialects import sqlite
+
+        compiled = statement.compile(
+            dialect=sqlite.dialect(), column_keys=list(column_keys) if column_keys else None
+        )
+        order = tuple(compiled.positiontup or ())
+        if any(name.startswith("__[POSTCOMPILE") for name in order):
+            raise ValueError("expanding IN parameters are not supported on the raw path")
+        return cls(
+            sql=compiled.string,
+            order=order,
+            defaults=compiled.construct_params(_check=False),
+            processors=dict(compiled._bind_processors),
+        )
+
+    def args(self, params: Mapping[str, Any] | None) -> list[Any]:
+        """Positional arguments: ``params`` over the values bound at compile time."""
+        merged = {**self.defaults, **params} if params else self.defaults
+        processors = self.processors
+        return [
+            processors[name](merged[name]) if name in processors else merged[name]
+            for name in self.order
+        ]
+
+
+# The statements every create runs, for the raw driver on SQLite: SQLAlchemy's connection
+# and transaction machinery costs far more than these ~20 µs queries.
+_SQLITE_GET_KEY = _SQLite.compile(_GET_KEY)
+_SQLITE_PREPARED: dict[int, _SQLite] = {}  # id() of a module-level statement -> compiled
+for _statement, _keys in (
+    (_INSERT_FILE, _FILE_COLUMNS),
+    (_INSERT_ANSWER, [column.name for column in idempotency.columns]),
+    (_DELETE_EXPIRED_ANSWER, None),
+):
+    _SQLITE_PREPARED[id(_statement)] = _SQLite.compile(_statement, _keys)
+
+
+class Writer(Protocol):
+    """What a write transaction's work gets: ``execute`` answers the affected row count.
+
+    On SQLite it is the raw driver (IntegrityError is ``sqlite3.IntegrityError``), on
+    PostgreSQL a SQLAlchemy connection (``sqlalchemy.exc.IntegrityError``).
+    """
+
+    def execute(self, statement: Any, params: Mapping[str, Any] | None = None) -> int:
+        """Run one statement in the transaction; the number of rows it changed."""
+
+
+class _SQLiteWriter:
+    """Statements on the raw sqlite3 connection of the group commit's transaction."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+
+    def execute(self, statement: Any, params: Mapping[str, Any] | None = None) -> int:
+        prepared = _SQLITE_PREPARED.get(id(statement))
+        if prepared is None:  # built per call (an UPDATE with its values): compile it now
+            prepared = _SQLite.compile(statement, list(params) if params else None)
+        return self._connection.execute(prepared.sql, prepared.args(params)).rowcount
+
+
+class _SQLAlchemyWriter:
+    """Statements on a SQLAlchemy connection (PostgreSQL, and SQLite migrations)."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def execute(self, statement: Any, params: Mapping[str, Any] | None = None) -> int:
+        return self._connection.execute(statement, params).rowcount
 
 
 class KeyExists(Exception):
@@ -187,6 +264,12 @@ def _on_sqlite_begin(conn: Connection) -> None:
 _DB_ERRORS = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
 _BATCH_LIMIT = 128  # writes folded into one commit at most
 _WRITE_TIMEOUT = 30.0  # seconds a request waits for its commit before giving up (503)
+_Work = tuple[Callable[[Writer], Any], Future[Any]]
+
+
+def _unavailable(exc: BaseException) -> bool:
+    """Whether a raw sqlite3 error means the database is unusable (503), not a bad write."""
+    return isinstance(exc, sqlite3.Error) and not isinstance(exc, sqlite3.IntegrityError)
 
 
 class _GroupCommit:
@@ -203,16 +286,21 @@ class _GroupCommit:
     rolled back and each write redone in a transaction of its own, so a failure belongs to
     its own request alone. (Savepoints per write would do the same but cost more than the
     fsync they share.)
+
+    The transactions run on one raw sqlite3 connection of this process, used only under
+    the commit lock (opened with the engine's pragmas: WAL, ``synchronous=FULL``): the
+    driver's own BEGIN IMMEDIATE / COMMIT cost a few µs where SQLAlchemy's connection and
+    transaction machinery cost ~100 µs per batch.
     """
 
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._queue: queue.SimpleQueue[tuple[Callable[[Connection], Any], Future[Any]]] = (
-            queue.SimpleQueue()
-        )
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._queue: queue.SimpleQueue[_Work] = queue.SimpleQueue()
         self._lock = threading.Lock()
+        self._connection: sqlite3.Connection | None = None
+        self._pid = 0
 
-    def run(self, work: Callable[[Connection], T]) -> T:
+    def run(self, work: Callable[[Writer], T]) -> T:
         """Run ``work`` in the next commit; return its result or raise its exception."""
         done: Future[T] = Future()
         self._queue.put((work, done))
@@ -220,7 +308,7 @@ class _GroupCommit:
             raise BrokerError("database.unavailable", "The database did not commit in time.")
         try:
             if not done.done():  # nobody took it along yet: lead a batch
-                batch: list[tuple[Callable[[Connection], Any], Future[Any]]] = []
+                batch: list[_Work] = []
                 while len(batch) < _BATCH_LIMIT:
                     try:
                         batch.append(self._queue.get_nowait())
@@ -231,36 +319,73 @@ class _GroupCommit:
             self._lock.release()
         return done.result()
 
-    def _commit(self, batch: list[tuple[Callable[[Connection], Any], Future[Any]]]) -> None:
+    def close(self) -> None:
+        """Close the writer connection (it is reopened on the next write)."""
+        with self._lock:
+            if self._connection is not None and self._pid == os.getpid():
+                self._connection.close()
+            self._connection = None
+
+    def _writer(self) -> sqlite3.Connection:
+        # A forked child must not share its parent's connection: open its own.
+        if self._connection is None or self._pid != os.getpid():
+            fairy = self._database.engine.raw_connection()  # runs the pragma hook
+            connection = fairy.driver_connection
+            assert isinstance(connection, sqlite3.Connection)
+            fairy.detach()  # ours for good; the pool opens another when it needs one
+            self._connection, self._pid = connection, os.getpid()
+        return self._connection
+
+    def _commit(self, batch: list[_Work]) -> None:
         try:
             results = self._transaction([work for work, _ in batch])
-        except _DB_ERRORS as exc:
-            self._fail(batch, exc)
+        except (*_DB_ERRORS, sqlite3.Error) as exc:
+            if isinstance(exc, sqlite3.Error) and not _unavailable(exc):
+                self._settle_each(batch)
+            else:
+                self._fail(batch, exc)
             return
         except Exception:
-            for item in batch:  # find whose write failed: one transaction each
-                self._settle(item)
+            self._settle_each(batch)
             return
         for (_, done), result in zip(batch, results, strict=True):
             done.set_result(result)
 
-    def _transaction(self, works: list[Callable[[Connection], Any]]) -> list[Any]:
-        with self._engine.connect() as conn:
-            conn.execution_options(broker_write=True)
-            with conn.begin():
-                return [work(conn) for work in works]
-
-    def _settle(self, item: tuple[Callable[[Connection], Any], Future[Any]]) -> None:
-        work, done = item
+    def _transaction(self, works: list[Callable[[Writer], Any]]) -> list[Any]:
+        connection = self._writer()
         try:
-            done.set_result(self._transaction([work])[0])
-        except _DB_ERRORS as exc:
-            _GroupCommit._fail([item], exc)
-        except Exception as exc:
-            done.set_exception(exc)
+            connection.execute("BEGIN IMMEDIATE")
+            writer = _SQLiteWriter(connection)
+            results = [work(writer) for work in works]
+            connection.execute("COMMIT")  # returns once the WAL is fsynced (synchronous=FULL)
+        except BaseException:
+            self._rollback(connection)
+            raise
+        return results
+
+    def _rollback(self, connection: sqlite3.Connection) -> None:
+        try:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+        except sqlite3.Error:  # a broken connection: drop it, the next write reopens
+            connection.close()
+            self._connection = None
+
+    def _settle_each(self, batch: list[_Work]) -> None:
+        for item in batch:  # find whose write failed: one transaction each
+            work, done = item
+            try:
+                done.set_result(self._transaction([work])[0])
+            except (*_DB_ERRORS, sqlite3.Error) as exc:
+                if _unavailable(exc) or not isinstance(exc, sqlite3.Error):
+                    _GroupCommit._fail([item], exc)
+                else:
+                    done.set_exception(exc)
+            except Exception as exc:
+                done.set_exception(exc)
 
     @staticmethod
-    def _fail(batch: list[tuple[Callable[[Connection], Any], Future[Any]]], exc: Exception) -> None:
+    def _fail(batch: list[_Work], exc: Exception) -> None:
         for _, done in batch:
             failure = BrokerError("database.unavailable")
             failure.__cause__ = exc
@@ -277,7 +402,7 @@ class Database:
             self.engine: Engine = create_engine(url)
             event.listen(self.engine, "connect", _on_sqlite_connect)
             event.listen(self.engine, "begin", _on_sqlite_begin)
-            self._group: _GroupCommit | None = _GroupCommit(self.engine)
+            self._group: _GroupCommit | None = _GroupCommit(self)
         else:
             self.engine = create_engine(
                 url, pool_pre_ping=True, pool_size=5, max_overflow=10, pool_timeout=5
@@ -304,16 +429,17 @@ class Database:
         """A read-write transaction, committed when the block ends without an exception."""
         return self._transaction(write=True)
 
-    def run_write(self, work: Callable[[Connection], T]) -> T:
+    def run_write(self, work: Callable[[Writer], T]) -> T:
         """Run a short write transaction; on SQLite it is group-committed (see above).
 
-        ``work`` must only touch the database: it may run in another thread, inside a
-        SAVEPOINT of a transaction shared with other requests.
+        ``work`` must only touch the database through its Writer: it may run in another
+        thread, in a transaction shared with other requests, and be run twice (once in a
+        batch that is rolled back, then alone).
         """
         if self._group is not None:
             return self._group.run(work)
         with self.write() as conn:
-            return work(conn)
+            return work(_SQLAlchemyWriter(conn))
 
     def fetch_one_raw(self, sql: str, args: Sequence[Any]) -> tuple[Any, ...] | None:
         """One row of a single-statement read on the pooled driver connection (SQLite)."""
@@ -361,6 +487,8 @@ class Database:
 
     def dispose(self) -> None:
         """Close pooled connections (before fork, or at the end of a test)."""
+        if self._group is not None:
+            self._group.close()
         self.engine.dispose()
 
 
@@ -418,7 +546,7 @@ class MetadataStore:
 
     def insert_file(self, record: FileRecord, answer: IdempotentAnswer | None = None) -> None:
         """Insert a pending file and its replayable answer (KeyExists, IdempotencyConflict)."""
-        self.db.run_write(lambda conn: self._insert_file(conn, record, answer))
+        self.db.run_write(lambda writer: self._insert_file(writer, record, answer))
 
     @staticmethod
     def _file_params(record: FileRecord) -> dict[str, Any]:
@@ -441,18 +569,19 @@ class MetadataStore:
         }
 
     @staticmethod
-    def _insert_file(conn: Connection, record: FileRecord, answer: IdempotentAnswer | None) -> None:
+    def _insert_file(writer: Writer, record: FileRecord, answer: IdempotentAnswer | None) -> None:
         if answer is not None:
             # An expired answer no longer binds its key: clear it so the key can be reused.
-            conn.execute(
-                delete(idempotency).where(
-                    idempotency.c.tenant == answer.tenant,
-                    idempotency.c.key == answer.key,
-                    idempotency.c.created_at < answer.created_at - IDEMPOTENCY_TTL,
-                )
+            writer.execute(
+                _DELETE_EXPIRED_ANSWER,
+                {
+                    "tenant": answer.tenant,
+                    "key": answer.key,
+                    "older_than": answer.created_at - IDEMPOTENCY_TTL,
+                },
             )
             try:
-                conn.execute(
+                writer.execute(
                     _INSERT_ANSWER,
                     {
                         "tenant": answer.tenant,
@@ -463,18 +592,10 @@ class MetadataStore:
                         "created_at": answer.created_at,
                     },
                 )
-            except sa_exc.IntegrityError as exc:
+            except (sa_exc.IntegrityError, sqlite3.IntegrityError) as exc:
                 raise IdempotencyConflict from exc
-        params = MetadataStore._file_params(record)
         try:
-            if conn.dialect.name == "sqlite":
-                sql, order = _SQLITE_INSERT_FILE
-                params["user_metadata"] = json.dumps(params["user_metadata"])
-                driver = conn.connection.driver_connection  # same transaction, no wrapping
-                assert driver is not None
-                driver.execute(sql, [params[name] for name in order])
-            else:
-                conn.execute(_INSERT_FILE, params)
+            writer.execute(_INSERT_FILE, MetadataStore._file_params(record))
         except (sa_exc.IntegrityError, sqlite3.IntegrityError) as exc:
             raise KeyExists from exc
 
@@ -531,12 +652,12 @@ class MetadataStore:
             )
             .values(status=to_status.value, **changes)
         )
-        return self.db.run_write(lambda conn: bool(conn.execute(statement).rowcount))
+        return self.db.run_write(lambda writer: bool(writer.execute(statement)))
 
     def delete_file(self, tenant: str, file_id: str) -> bool:
         """Remove the row; False when it was already gone."""
         statement = delete(files).where(files.c.tenant == tenant, files.c.id == file_id)
-        return self.db.run_write(lambda conn: bool(conn.execute(statement).rowcount))
+        return self.db.run_write(lambda writer: bool(writer.execute(statement)))
 
     def live_counts(self, tenant: str) -> dict[str, int]:
         """Pending plus complete files per bucket for one tenant."""
@@ -585,13 +706,12 @@ class MetadataStore:
             created_at=record.created_at,
             revoked_at=record.revoked_at,
         )
-        self.db.run_write(lambda conn: conn.execute(statement))
+        self.db.run_write(lambda writer: writer.execute(statement))
 
     def get_key(self, key_id: str) -> ApiKeyRecord | None:
         """A key by id, revoked or not."""
         if self.db.is_sqlite:
-            sql, _ = _SQLITE_GET_KEY
-            found = self.db.fetch_one_raw(sql, (key_id,))
+            found = self.db.fetch_one_raw(_SQLITE_GET_KEY.sql, (key_id,))
             return _key_from(dict(zip(_KEY_COLUMNS, found, strict=True))) if found else None
         with self.db.read() as conn:
             row = conn.execute(_GET_KEY, {"i": key_id}).first()
@@ -612,4 +732,4 @@ class MetadataStore:
             .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
             .values(revoked_at=at)
         )
-        return self.db.run_write(lambda conn: bool(conn.execute(statement).rowcount))
+        return self.db.run_write(lambda writer: bool(writer.execute(statement)))

@@ -288,3 +288,26 @@ def test_a_failing_write_in_a_busy_batch_fails_alone(store: MetadataStore) -> No
     assert len(outcomes) == 23
     stored = {r.key for r in store.list_files("acme", "default", limit=100)}
     assert stored == {"taken", *outcomes}
+
+
+def test_group_commit_writes_durably_on_its_raw_connection(tmp_path: Path) -> None:
+    """The SQLite writer connection keeps WAL and synchronous=FULL, and a returned write is
+    committed: a fresh connection sees it at once."""
+    import sqlite3
+
+    database = Database(f"sqlite:///{tmp_path / 'meta.sqlite3'}")
+    database.upgrade()
+    store = MetadataStore(database)
+    record = _record()
+    store.insert_file(record)
+    writer = database._group._writer()  # type: ignore[union-attr]
+    assert writer.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
+    assert writer.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert not writer.in_transaction
+    other = sqlite3.connect(tmp_path / "meta.sqlite3")
+    try:
+        assert other.execute("SELECT id FROM files").fetchall() == [(record.id,)]
+    finally:
+        other.close()
+    assert store.get_file("acme", record.id) == record
+    database.dispose()
