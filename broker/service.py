@@ -39,14 +39,13 @@ from .naming import (
     key_from_name,
     normalise_key,
 )
-from .schemas import FileSchema
+from .schemas import render_file
 from .storage import LocalStorage, ObjectInfo, Storage
 from .storage.local import GetGrant, LocatedBlob
 
 log = logging.getLogger("broker.service")
 
 _IDEMPOTENCY_KEY_MAX = 255
-_FILE_SCHEMA = FileSchema()  # schemas are built once: construction deep-copies fields
 
 
 @dataclass(frozen=True)
@@ -182,7 +181,7 @@ class Broker:
                 min(record.expires_at + self.settings.download_ttl, now + policy.max_url_ttl),
             ),
         )
-        body = _FILE_SCHEMA.dump(view)
+        body = render_file(view)
         answer = None
         if idempotency_key is not None and fingerprint is not None:
             answer = IdempotentAnswer(

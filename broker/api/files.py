@@ -6,12 +6,10 @@ from flask import Blueprint, Response, jsonify, request
 
 from ..errors import BrokerError
 from ..models import Scope
-from ..schemas import CompleteSchema, FileCreateSchema, FileSchema
+from ..schemas import CompleteSchema, load_file_create, render_file
 from . import json_body, principal, service
 
 bp = Blueprint("files", __name__, url_prefix="/v1/files")
-_file = FileSchema()
-_create = FileCreateSchema()
 _complete = CompleteSchema()
 
 
@@ -23,7 +21,7 @@ def create() -> tuple[Response, int]:
         raise BrokerError(
             "request.malformed", "Proxied form uploads are not available in this version."
         )
-    data = json_body(_create)
+    data = json_body(load_file_create)
     declared = service().declare(who, data, request.headers.get("Idempotency-Key"))
     response = jsonify(declared.body)
     if declared.replayed:
@@ -34,7 +32,7 @@ def create() -> tuple[Response, int]:
 @bp.get("/<file_id>")
 def get(file_id: str) -> Response:
     """One file; while pending, how many bytes storage has received."""
-    return jsonify(_file.dump(service().get(principal(), file_id)))
+    return jsonify(render_file(service().get(principal(), file_id)))
 
 
 @bp.post("/<file_id>/complete")
@@ -42,7 +40,7 @@ def complete(file_id: str) -> Response:
     """Validate the stored object against the declaration and finalise the file."""
     who = principal(Scope.FILES_WRITE)
     body = json_body(_complete, optional=True)
-    return jsonify(_file.dump(service().complete(who, file_id, body.get("parts"))))
+    return jsonify(render_file(service().complete(who, file_id, body.get("parts"))))
 
 
 @bp.get("/<file_id>/content")
@@ -55,10 +53,10 @@ def content(file_id: str) -> Response:
 @bp.delete("/<file_id>")
 def delete(file_id: str) -> Response:
     """Delete the file and its stored object; answer the file as it was."""
-    return jsonify(_file.dump(service().delete(principal(), file_id)))
+    return jsonify(render_file(service().delete(principal(), file_id)))
 
 
 @bp.post("/<file_id>/abort")
 def abort(file_id: str) -> Response:
     """Give up a pending upload and free its storage."""
-    return jsonify(_file.dump(service().abort(principal(), file_id)))
+    return jsonify(render_file(service().abort(principal(), file_id)))
