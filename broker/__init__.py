@@ -53,7 +53,11 @@ def create_app(
         if settings.public_url:
             return settings.public_url
         if has_request_context():
-            return request.host_url.rstrip("/")
+            environ = request.environ  # a create signs two URLs: work the host out once
+            found: str | None = environ.get("broker.base_url")
+            if found is None:
+                found = environ["broker.base_url"] = request.host_url.rstrip("/")
+            return found
         return f"http://127.0.0.1:{settings.port}"
 
     storage = build_storage(settings, clock=clock, base_url=base_url)

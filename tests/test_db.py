@@ -311,3 +311,27 @@ def test_group_commit_writes_durably_on_its_raw_connection(tmp_path: Path) -> No
         other.close()
     assert store.get_file("acme", record.id) == record
     database.dispose()
+
+
+def test_a_revocation_is_seen_at_once_by_every_thread(store: MetadataStore) -> None:
+    """Key lookups reuse a connection per thread; none may answer from a stale snapshot."""
+    from broker.auth import mint_key
+
+    record, _ = mint_key("acme", "ci", ("files:read",), now=1)
+    store.insert_key(record)
+    seen: list[int | None] = []
+
+    def look() -> None:
+        found = store.get_key(record.id)
+        assert found is not None
+        seen.append(found.revoked_at)
+
+    look()  # this thread's connection is now open and has read the key
+    _run_threads(look, 4)
+    assert store.revoke_key(record.id, at=2)
+    look()
+    _run_threads(look, 4)
+    assert seen == [None] * 5 + [2] * 5 if store.db.is_sqlite else seen[-5:] == [2] * 5
+    store.db.dispose()  # closes every thread's connection; the next read opens another
+    look()
+    assert seen[-1] == 2
