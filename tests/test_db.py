@@ -363,3 +363,46 @@ def test_two_processes_group_commits_take_turns(tmp_path: Path) -> None:
     assert stored == set(keys) == {f"k-{i}" for i in range(16)}
     for database in databases:
         database.dispose()
+
+
+def test_writes_queued_while_another_process_commits_share_one_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While another process holds the writer lock, this process's writes pile up; the
+    leader collects them once its turn comes and commits them together, and every waiting
+    request returns as soon as that commit is done."""
+    import fcntl
+    import os
+    import time
+
+    from broker.db import _GroupCommit
+
+    database = Database(f"sqlite:///{tmp_path / 'meta.sqlite3'}")
+    database.upgrade()
+    store = MetadataStore(database)
+    store.insert_file(_record())  # opens the lock file
+    batches: list[int] = []
+    commit = _GroupCommit._commit
+
+    def counting(self: _GroupCommit, batch: list[object]) -> None:
+        batches.append(len(batch))
+        commit(self, batch)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_GroupCommit, "_commit", counting)
+    other = os.open(tmp_path / "meta.sqlite3.writer-lock", os.O_RDWR)
+    fcntl.flock(other, fcntl.LOCK_EX)  # "another process" is committing
+    threads = [threading.Thread(target=store.insert_file, args=(_record(),)) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    group = database._group
+    assert group is not None
+    while len(group._queue) < 6:  # all six queued behind the other process
+        time.sleep(0.001)
+    fcntl.flock(other, fcntl.LOCK_UN)
+    os.close(other)
+    for thread in threads:
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+    assert batches == [6]
+    assert len(store.list_files("acme", "default", limit=100)) == 7
+    database.dispose()
