@@ -5,9 +5,9 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import queue
 import sqlite3
 import threading
-import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
@@ -280,85 +280,58 @@ class _GroupCommit:
     SQLite has one writer at a time and each durable commit costs an fsync (~3 ms here):
     16 request threads taking turns at ``BEGIN IMMEDIATE`` queue behind each other's fsync
     and back off in the busy handler (p99 near a second under load). Instead each request
-    queues its write; when no batch is under way it leads one, committing everything queued
-    so far with one fsync, and the others wait for the leader to signal that theirs is done
-    (leader and followers, no extra thread, nothing added when there is no contention). A request
+    queues its write and takes the commit lock; whoever holds it commits everything queued
+    so far with one fsync, and later holders find their write already done (leader and
+    followers, no extra thread, nothing added when there is no contention). A request
     returns only after the commit that holds its row, so durability is unchanged; only the
     waiting is shared. When one write of a batch fails (a key collision, say), the batch is
     rolled back and each write redone in a transaction of its own, so a failure belongs to
     its own request alone. (Savepoints per write would do the same but cost more than the
     fsync they share.)
 
-    The transactions run on one raw sqlite3 connection of this process, used only by the
-    leader (opened with the engine's pragmas: WAL, ``synchronous=FULL``): the
+    The transactions run on one raw sqlite3 connection of this process, used only under
+    the commit lock (opened with the engine's pragmas: WAL, ``synchronous=FULL``): the
     driver's own BEGIN IMMEDIATE / COMMIT cost a few µs where SQLAlchemy's connection and
     transaction machinery cost ~100 µs per batch.
     """
 
     def __init__(self, database: Database) -> None:
         self._database = database
-        self._queue: list[_Work] = []
-        self._cond = threading.Condition(threading.Lock())
-        self._leading = False  # a leader is collecting or committing a batch
+        self._queue: queue.SimpleQueue[_Work] = queue.SimpleQueue()
+        self._lock = threading.Lock()
         self._connection: sqlite3.Connection | None = None
         self._pid = 0
         self._lock_file: int | None = None
         self._lock_pid = 0
 
     def run(self, work: Callable[[Writer], T]) -> T:
-        """Run ``work`` in the next commit; return its result or raise its exception.
-
-        Followers wait on a condition the leader signals when its batch is settled, so a
-        follower whose write is committed returns at once, never behind the next batch.
-        """
-        item: _Work = (work, Future())
-        done = item[1]
-        deadline = time.monotonic() + _WRITE_TIMEOUT
-        with self._cond:
-            self._queue.append(item)
-            while self._leading and not done.done():
-                self._cond.wait(deadline - time.monotonic())
-                if self._leading and not done.done() and time.monotonic() >= deadline:
-                    if item in self._queue:  # not taken yet: it will never be committed
-                        self._queue.remove(item)
-                    raise BrokerError(
-                        "database.unavailable", "The database did not commit in time."
-                    )
-            lead = not done.done()
-            self._leading = self._leading or lead
-        if lead:
-            try:
-                while not done.done():  # more than _BATCH_LIMIT queued ahead: lead again
-                    self._lead()
-            except BaseException:
-                with self._cond:
-                    if item in self._queue:
-                        self._queue.remove(item)
-                raise
-            finally:
-                with self._cond:
-                    self._leading = False
-                    self._cond.notify_all()
-        result: T = done.result()
-        return result
-
-    def _lead(self) -> None:
+        """Run ``work`` in the next commit; return its result or raise its exception."""
+        done: Future[T] = Future()
+        self._queue.put((work, done))
+        if not self._lock.acquire(timeout=_WRITE_TIMEOUT):
+            raise BrokerError("database.unavailable", "The database did not commit in time.")
         try:
-            # Take the other processes' turn first, then collect: whatever queued while we
-            # waited for them rides along in this commit instead of the next one.
-            with self._between_processes():
-                with self._cond:
-                    batch = self._queue[:_BATCH_LIMIT]
-                    del self._queue[:_BATCH_LIMIT]
-                self._commit(batch)
-        except OSError as exc:  # the lock file: not a write that failed
-            raise BrokerError("database.unavailable") from exc
+            if not done.done():  # nobody took it along yet: lead a batch
+                # Take the other processes' turn first, then collect: whatever queued while
+                # we waited for them rides along in this commit instead of the next one.
+                try:
+                    with self._between_processes():
+                        batch: list[_Work] = []
+                        while len(batch) < _BATCH_LIMIT:
+                            try:
+                                batch.append(self._queue.get_nowait())
+                            except queue.Empty:
+                                break
+                        self._commit(batch)
+                except OSError as exc:  # the lock file, before any write was collected
+                    raise BrokerError("database.unavailable") from exc
+        finally:
+            self._lock.release()
+        return done.result()
 
     def close(self) -> None:
         """Close the writer connection and lock file (reopened on the next write)."""
-        with self._cond:
-            while self._leading:
-                self._cond.wait()
+        with self._lock:
             if self._connection is not None and self._pid == os.getpid():
                 self._connection.close()
             self._connection = None

@@ -369,8 +369,7 @@ def test_writes_queued_while_another_process_commits_share_one_batch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """While another process holds the writer lock, this process's writes pile up; the
-    leader collects them once its turn comes and commits them together, and every waiting
-    request returns as soon as that commit is done."""
+    leader collects them once its turn comes and commits them together."""
     import fcntl
     import os
     import time
@@ -396,7 +395,7 @@ def test_writes_queued_while_another_process_commits_share_one_batch(
         thread.start()
     group = database._group
     assert group is not None
-    while len(group._queue) < 6:  # all six queued behind the other process
+    while group._queue.qsize() < 6:  # all six queued behind the other process
         time.sleep(0.001)
     fcntl.flock(other, fcntl.LOCK_UN)
     os.close(other)
