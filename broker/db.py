@@ -10,11 +10,10 @@ import sqlite3
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -266,7 +265,44 @@ def _on_sqlite_begin(conn: Connection) -> None:
 _DB_ERRORS = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
 _BATCH_LIMIT = 128  # writes folded into one commit at most
 _WRITE_TIMEOUT = 30.0  # seconds a request waits for its commit before giving up (503)
-_Work = tuple[Callable[[Writer], Any], Future[Any]]
+
+
+class _Outcome(Generic[T]):
+    """A queued write's result or exception, set by whichever thread committed it.
+
+    Read only after taking the commit lock its writer released (or by the writer itself),
+    so no lock of its own is needed; ``concurrent.futures.Future`` would build a Condition
+    per write for waiting nobody does.
+    """
+
+    __slots__ = ("_error", "_set", "_value")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._value: T | None = None
+        self._error: BaseException | None = None
+
+    def done(self) -> bool:
+        """Whether a commit has settled this write."""
+        return self._set
+
+    def set_result(self, value: T) -> None:
+        """The write was committed and returned ``value``."""
+        self._value, self._set = value, True
+
+    def set_exception(self, error: BaseException) -> None:
+        """The write failed (it was rolled back) with ``error``."""
+        self._error, self._set = error, True
+
+    def result(self) -> T:
+        """The write's return value, or raise its exception."""
+        assert self._set
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]
+
+
+_Work = tuple[Callable[[Writer], Any], _Outcome[Any]]
 
 
 def _unavailable(exc: BaseException) -> bool:
@@ -306,7 +342,7 @@ class _GroupCommit:
 
     def run(self, work: Callable[[Writer], T]) -> T:
         """Run ``work`` in the next commit; return its result or raise its exception."""
-        done: Future[T] = Future()
+        done: _Outcome[T] = _Outcome()
         self._queue.put((work, done))
         if not self._lock.acquire(timeout=_WRITE_TIMEOUT):
             raise BrokerError("database.unavailable", "The database did not commit in time.")
