@@ -44,14 +44,13 @@ from .naming import (
     normalise_key,
 )
 from .parts import MAX_SINGLE_PUT, PlannedPart, choose_part_size, plan
-from .schemas import FileSchema
+from .schemas import render_file
 from .storage import LocalStorage, ObjectInfo, Storage
 from .storage.local import GetGrant, LocatedBlob
 
 log = logging.getLogger("broker.service")
 
 _IDEMPOTENCY_KEY_MAX = 255
-_FILE_SCHEMA = FileSchema()  # schemas are built once: construction deep-copies fields
 
 
 @dataclass(frozen=True)
@@ -180,7 +179,7 @@ class Broker:
                 min(record.expires_at + self.settings.download_ttl, now + policy.max_url_ttl),
             ),
         )
-        body = _FILE_SCHEMA.dump(view)
+        body = render_file(view)
         answer = None
         if idempotency_key is not None and fingerprint is not None:
             answer = IdempotentAnswer(
@@ -368,7 +367,7 @@ class Broker:
                 f"File {record.id} was deleted or expired while its bytes arrived.",
             )
         COMPLETIONS.labels(result="complete").inc()
-        return Declared(body=_FILE_SCHEMA.dump(self._view(done)), replayed=False)
+        return Declared(body=render_file(self._view(done)), replayed=False)
 
     def _keep_pending(self, record: FileRecord, chunks: Iterable[bytes]) -> Iterator[bytes]:
         """Pass ``chunks`` on, pushing the file's expiry out while they keep coming, so a
@@ -409,7 +408,7 @@ class Broker:
             raise BrokerError("idempotency.mismatch")
         record = self.store.get_file(principal.tenant, str(answer.response.get("id")))
         if record is not None and record.status is Status.COMPLETE:
-            return Declared(body=_FILE_SCHEMA.dump(self._view(record)), replayed=True)
+            return Declared(body=render_file(self._view(record)), replayed=True)
         if record is not None and record.status is Status.PENDING:
             raise BrokerError("idempotency.in_progress")
         # It failed (or is gone): that attempt stored nothing, so this one starts afresh.

@@ -288,3 +288,120 @@ def test_a_failing_write_in_a_busy_batch_fails_alone(store: MetadataStore) -> No
     assert len(outcomes) == 23
     stored = {r.key for r in store.list_files("acme", "default", limit=100)}
     assert stored == {"taken", *outcomes}
+
+
+def test_group_commit_writes_durably_on_its_raw_connection(tmp_path: Path) -> None:
+    """The SQLite writer connection keeps WAL and synchronous=FULL, and a returned write is
+    committed: a fresh connection sees it at once."""
+    import sqlite3
+
+    database = Database(f"sqlite:///{tmp_path / 'meta.sqlite3'}")
+    database.upgrade()
+    store = MetadataStore(database)
+    record = _record()
+    store.insert_file(record)
+    writer = database._group._writer()  # type: ignore[union-attr]
+    assert writer.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
+    assert writer.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert not writer.in_transaction
+    other = sqlite3.connect(tmp_path / "meta.sqlite3")
+    try:
+        assert other.execute("SELECT id FROM files").fetchall() == [(record.id,)]
+    finally:
+        other.close()
+    assert store.get_file("acme", record.id) == record
+    database.dispose()
+
+
+def test_a_revocation_is_seen_at_once_by_every_thread(store: MetadataStore) -> None:
+    """Key lookups reuse a connection per thread; none may answer from a stale snapshot."""
+    from broker.auth import mint_key
+
+    record, _ = mint_key("acme", "ci", ("files:read",), now=1)
+    store.insert_key(record)
+    seen: list[int | None] = []
+
+    def look() -> None:
+        found = store.get_key(record.id)
+        assert found is not None
+        seen.append(found.revoked_at)
+
+    look()  # this thread's connection is now open and has read the key
+    _run_threads(look, 4)
+    assert store.revoke_key(record.id, at=2)
+    look()
+    _run_threads(look, 4)
+    assert seen == [None] * 5 + [2] * 5
+    store.db.dispose()  # closes every thread's connection; the next read opens another
+    look()
+    assert seen[-1] == 2
+
+
+def test_two_processes_group_commits_take_turns(tmp_path: Path) -> None:
+    """Two stores on one SQLite file (as two gunicorn workers) queue on the writer lock
+    file, not in SQLite's busy handler; every write of both lands."""
+    path = tmp_path / "meta.sqlite3"
+    databases = [Database(f"sqlite:///{path}") for _ in range(2)]
+    databases[0].upgrade()
+    stores = [MetadataStore(d) for d in databases]
+    barrier = threading.Barrier(16)
+    keys: list[str] = []
+
+    def create(index: int) -> None:
+        barrier.wait()
+        record = _record(key=f"k-{index}")
+        stores[index % 2].insert_file(record)
+        keys.append(record.key)
+
+    threads = [threading.Thread(target=create, args=(i,)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert (tmp_path / "meta.sqlite3.writer-lock").exists()
+    stored = {r.key for r in stores[1].list_files("acme", "default", limit=100)}
+    assert stored == set(keys) == {f"k-{i}" for i in range(16)}
+    for database in databases:
+        database.dispose()
+
+
+def test_writes_queued_while_another_process_commits_share_one_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While another process holds the writer lock, this process's writes pile up; the
+    leader collects them once its turn comes and commits them together."""
+    import fcntl
+    import os
+    import time
+
+    from broker.db import _GroupCommit
+
+    database = Database(f"sqlite:///{tmp_path / 'meta.sqlite3'}")
+    database.upgrade()
+    store = MetadataStore(database)
+    store.insert_file(_record())  # opens the lock file
+    batches: list[int] = []
+    commit = _GroupCommit._commit
+
+    def counting(self: _GroupCommit, batch: list[object]) -> None:
+        batches.append(len(batch))
+        commit(self, batch)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_GroupCommit, "_commit", counting)
+    other = os.open(tmp_path / "meta.sqlite3.writer-lock", os.O_RDWR)
+    fcntl.flock(other, fcntl.LOCK_EX)  # "another process" is committing
+    threads = [threading.Thread(target=store.insert_file, args=(_record(),)) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    group = database._group
+    assert group is not None
+    while group._queue.qsize() < 6:  # all six queued behind the other process
+        time.sleep(0.001)
+    fcntl.flock(other, fcntl.LOCK_UN)
+    os.close(other)
+    for thread in threads:
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+    assert batches == [6]
+    assert len(store.list_files("acme", "default", limit=100)) == 7
+    database.dispose()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Callable
 from typing import Any, cast
 
 from flask import Flask, Response, current_app, g, request
@@ -41,7 +42,11 @@ def principal(scope: Scope | None = None) -> Principal:
     return found
 
 
-def json_body(schema: Schema, *, optional: bool = False) -> dict[str, Any]:
+Loader = Schema | Callable[[dict[str, Any]], dict[str, Any]]
+"""A schema, or a function that loads like one (raising marshmallow's ValidationError)."""
+
+
+def json_body(schema: Loader, *, optional: bool = False) -> dict[str, Any]:
     """Parse and validate a JSON body (400 unparseable, 413 over the cap, 422 invalid)."""
     request.max_content_length = service().settings.max_json_bytes
     raw = request.get_data(cache=True)
@@ -61,10 +66,10 @@ def json_body(schema: Schema, *, optional: bool = False) -> dict[str, Any]:
     return load(schema, data)
 
 
-def load(schema: Schema, data: Any) -> dict[str, Any]:
+def load(schema: Loader, data: Any) -> dict[str, Any]:
     """Validate with a schema; 422 ``validation.failed`` with per-field messages."""
     try:
-        loaded: dict[str, Any] = schema.load(data)
+        loaded: dict[str, Any] = schema.load(data) if isinstance(schema, Schema) else schema(data)
     except ValidationError as exc:
         messages = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
         raise validation_error(messages) from exc

@@ -5,11 +5,10 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request
 
 from ..models import Scope
-from ..schemas import BucketListSchema, FilePageSchema, FileSchema, ListQuerySchema
+from ..schemas import BucketListSchema, FilePageSchema, ListQuerySchema, render_file
 from . import load, principal, service
 
 bp = Blueprint("buckets", __name__, url_prefix="/v1/buckets")
-_file = FileSchema()
 _buckets = BucketListSchema()
 _query = ListQuerySchema()
 _page = FilePageSchema()
@@ -35,10 +34,10 @@ def files(bucket: str) -> Response:
 @bp.get("/<bucket>/files/<path:key>")
 def get(bucket: str, key: str) -> Response:
     """A file by its key (keys may contain '/')."""
-    return jsonify(_file.dump(service().get_by_key(principal(), bucket, key)))
+    return jsonify(render_file(service().get_by_key(principal(), bucket, key)))
 
 
 @bp.delete("/<bucket>/files/<path:key>")
 def delete(bucket: str, key: str) -> Response:
     """Delete a file by its key."""
-    return jsonify(_file.dump(service().delete_by_key(principal(), bucket, key)))
+    return jsonify(render_file(service().delete_by_key(principal(), bucket, key)))

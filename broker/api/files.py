@@ -7,17 +7,15 @@ from flask import Blueprint, Response, g, jsonify, request
 from ..models import Principal, Scope
 from ..schemas import (
     CompleteSchema,
-    FileCreateSchema,
-    FileSchema,
     FormUploadSchema,
     PartsRequestSchema,
+    load_file_create,
+    render_file,
 )
 from . import json_body, load, principal, service
 from .forms import read_form
 
 bp = Blueprint("files", __name__, url_prefix="/v1/files")
-_file = FileSchema()
-_create = FileCreateSchema()
 _form = FormUploadSchema()
 _complete = CompleteSchema()
 _parts = PartsRequestSchema()
@@ -29,7 +27,7 @@ def create() -> tuple[Response, int]:
     who = principal(Scope.FILES_WRITE)
     if request.mimetype == "multipart/form-data":
         return _receive(who)
-    data = json_body(_create)
+    data = json_body(load_file_create)
     declared = service().declare(who, data, request.headers.get("Idempotency-Key"))
     response = jsonify(declared.body)
     if declared.replayed:
@@ -60,7 +58,7 @@ def _receive(who: Principal) -> tuple[Response, int]:
 @bp.get("/<file_id>")
 def get(file_id: str) -> Response:
     """One file; while pending, how many bytes storage has received."""
-    return jsonify(_file.dump(service().get(principal(), file_id)))
+    return jsonify(render_file(service().get(principal(), file_id)))
 
 
 @bp.post("/<file_id>/complete")
@@ -68,7 +66,7 @@ def complete(file_id: str) -> Response:
     """Validate the stored object against the declaration and finalise the file."""
     who = principal(Scope.FILES_WRITE)
     body = json_body(_complete, optional=True)
-    return jsonify(_file.dump(service().complete(who, file_id, body.get("parts"))))
+    return jsonify(render_file(service().complete(who, file_id, body.get("parts"))))
 
 
 @bp.post("/<file_id>/parts")
@@ -77,7 +75,7 @@ def parts(file_id: str) -> Response:
     who = principal(Scope.FILES_WRITE)
     body = json_body(_parts, optional=True)
     view = service().reissue_parts(who, file_id, body.get("part_numbers"), body.get("expires_in"))
-    return jsonify(_file.dump(view))
+    return jsonify(render_file(view))
 
 
 @bp.get("/<file_id>/content")
@@ -90,10 +88,10 @@ def content(file_id: str) -> Response:
 @bp.delete("/<file_id>")
 def delete(file_id: str) -> Response:
     """Delete the file and its stored object; answer the file as it was."""
-    return jsonify(_file.dump(service().delete(principal(), file_id)))
+    return jsonify(render_file(service().delete(principal(), file_id)))
 
 
 @bp.post("/<file_id>/abort")
 def abort(file_id: str) -> Response:
     """Give up a pending upload and free its storage."""
-    return jsonify(_file.dump(service().abort(principal(), file_id)))
+    return jsonify(render_file(service().abort(principal(), file_id)))

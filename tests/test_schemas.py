@@ -1,0 +1,245 @@
+"""The hand-written create loader and file renderer are exactly the marshmallow schemas."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from marshmallow import ValidationError
+
+from broker.models import (
+    FileRecord,
+    FileView,
+    MultipartInstructions,
+    PartUpload,
+    Status,
+    StoredPart,
+    UploadInstructions,
+)
+from broker.schemas import FileCreateSchema, FileSchema, load_file_create, render_file
+
+from support import Harness
+
+_OK: dict[str, Any] = {"name": "a.txt", "size": 1234, "mime_type": "text/plain"}
+_HEX = "0123456789abcdefABCDEF" * 2 + "0123456789abcdefABCD"
+assert len(_HEX) == 64
+
+# Bodies a client may send, good and bad: each must load (or fail) exactly as the schema.
+BODIES: list[dict[str, Any]] = [
+    _OK,
+    {**_OK, "size": 0},
+    {**_OK, "size": 5 * 1024**4},
+    {**_OK, "mime_type": "Text/Plain; Charset=UTF-8"},
+    {**_OK, "mime_type": 'application/vnd.api+json ;  q=1 ;x="a b"'},
+    {**_OK, "name": "ünïcødé 名前.txt"},
+    {**_OK, "name": "x" * 255},
+    {**_OK, "bucket": "default"},
+    {**_OK, "bucket": "images_2-b"},
+    {**_OK, "bucket": "abc\n"},  # the schema's regex allows one trailing newline: so do we
+    {**_OK, "key": "a/b/c.txt"},
+    {**_OK, "key": "../x"},  # syntactically a string; the service refuses it later
+    {**_OK, "sha256": _HEX},
+    {**_OK, "sha256": _HEX.lower()},
+    {**_OK, "sha256": None},
+    {**_OK, "sha256": ""},
+    {**_OK, "sha256": _HEX + "\n"},
+    {**_OK, "metadata": {}},
+    {**_OK, "metadata": {"a": "b", "k" * 64: "v" * 512}},
+    {**_OK, "metadata": {f"k{i}": str(i) for i in range(32)}},
+    {**_OK, "expires_in": 1},
+    {**_OK, "expires_in": 10**12},
+    {**_OK, "multipart": False},
+    {**_OK, "multipart": True},
+    {**_OK, "multipart": "true"},
+    {**_OK, "multipart": 1},
+    {
+        **_OK,
+        "bucket": "b",
+        "key": "k",
+        "sha256": _HEX,
+        "metadata": {"x": "y"},
+        "expires_in": 60,
+        "multipart": False,
+    },
+    # invalid
+    {},
+    {"name": "a.txt"},
+    {**_OK, "extra": 1},
+    {**_OK, "extra": 1, "size": -1},
+    {**_OK, "name": ""},
+    {**_OK, "name": "x" * 256},
+    {**_OK, "name": "a\x00b"},
+    {**_OK, "name": "a\nb"},
+    {**_OK, "name": None},
+    {**_OK, "name": 5},
+    {**_OK, "size": -1},
+    {**_OK, "size": True},
+    {**_OK, "size": False},
+    {**_OK, "size": 1.0},
+    {**_OK, "size": 1.5},
+    {**_OK, "size": "12"},
+    {**_OK, "size": None},
+    {**_OK, "mime_type": "text"},
+    {**_OK, "mime_type": ""},
+    {**_OK, "mime_type": "text/" + "p" * 251},
+    {**_OK, "mime_type": "text/plain\x00"},
+    {**_OK, "mime_type": ["text/plain"]},
+    {**_OK, "bucket": "Default"},
+    {**_OK, "bucket": ""},
+    {**_OK, "bucket": None},
+    {**_OK, "bucket": "x" * 64},
+    {**_OK, "key": ""},
+    {**_OK, "key": None},
+    {**_OK, "key": 7},
+    {**_OK, "sha256": "abc"},
+    {**_OK, "sha256": "g" * 64},
+    {**_OK, "sha256": 5},
+    {**_OK, "metadata": None},
+    {**_OK, "metadata": []},
+    {**_OK, "metadata": {"": "v"}},
+    {**_OK, "metadata": {"k" * 65: "v"}},
+    {**_OK, "metadata": {"k\x01": "v"}},
+    {**_OK, "metadata": {"k": 1}},
+    {**_OK, "metadata": {"k": None}},
+    {**_OK, "metadata": {"k": "v" * 513}},
+    {**_OK, "metadata": {f"k{i}": str(i) for i in range(33)}},
+    {**_OK, "expires_in": 0},
+    {**_OK, "expires_in": True},
+    {**_OK, "expires_in": 1.5},
+    {**_OK, "expires_in": None},
+    {**_OK, "multipart": "maybe"},
+    {**_OK, "multipart": None},
+    {"name": "", "size": -1, "mime_type": "nope", "bucket": "B", "sha256": "x"},
+]
+
+
+def _schema_outcome(body: dict[str, Any]) -> tuple[str, Any]:
+    try:
+        return "ok", FileCreateSchema().load(body)
+    except ValidationError as exc:
+        return "error", exc.messages
+
+
+def _fast_outcome(body: dict[str, Any]) -> tuple[str, Any]:
+    try:
+        return "ok", load_file_create(body)
+    except ValidationError as exc:
+        return "error", exc.messages
+
+
+@pytest.mark.parametrize("body", BODIES, ids=lambda b: json.dumps(b)[:60])
+def test_create_loader_equals_the_schema(body: dict[str, Any]) -> None:
+    before = json.dumps(body)
+    assert _fast_outcome(body) == _schema_outcome(body)
+    assert json.dumps(body) == before  # the request's own dict is left alone
+
+
+def test_the_table_has_both_kinds_and_the_fast_path_is_taken(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    outcomes = [_schema_outcome(b)[0] for b in BODIES]
+    assert outcomes.count("ok") >= 20
+    assert outcomes.count("error") >= 40
+
+    def no_schema(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the schema was used for a plain body")
+
+    monkeypatch.setattr("broker.schemas._FILE_CREATE.load", no_schema)
+    assert load_file_create(dict(_OK))["bucket"] == "default"
+    loaded = load_file_create({**_OK, "sha256": _HEX, "metadata": {"a": "b"}})
+    assert loaded["sha256"] == _HEX.lower()
+
+
+def _record(**fields: Any) -> FileRecord:
+    values: dict[str, Any] = {
+        "id": "file_01JD7ZZZZZZZZZZZZZZZZZZZZZ",
+        "tenant": "acme",
+        "bucket": "default",
+        "key": "01jd7/a.txt",
+        "name": "a.txt",
+        "mime_type": "text/plain",
+        "size": 1234,
+        "sha256": None,
+        "metadata": {},
+        "status": Status.PENDING,
+        "created_at": 1_700_000_000,
+        "updated_at": 1_700_000_000,
+        "expires_at": 1_700_000_900,
+    }
+    values.update(fields)
+    return FileRecord(**values)
+
+
+_UPLOAD = UploadInstructions(
+    method="PUT",
+    url="http://127.0.0.1:8000/v1/blobs/tok",
+    headers={"Content-Type": "text/plain", "Content-Length": "1234"},
+    expires_at=1_700_000_900,
+)
+
+_PARTS = MultipartInstructions(
+    method="PUT",
+    part_size=5 * 2**20,
+    parts=[
+        PartUpload(
+            part_number=n,
+            offset=(n - 1) * 5 * 2**20,
+            size=5 * 2**20 if n < 3 else 2 * 2**20,
+            url=f"https://s3.example/b/k?partNumber={n}",
+            headers={"Content-Length": str(5 * 2**20 if n < 3 else 2 * 2**20)},
+        )
+        for n in (2, 3)
+    ],
+    expires_at=1_700_000_900,
+)
+
+VIEWS = [
+    FileView(record=_record(), offset=0),
+    FileView(record=_record(), offset=0, upload=_UPLOAD, download_url="http://h/v1/downloads/t"),
+    FileView(record=_record(sha256="ab" * 32, metadata={"k": "v", "ü": "名"}), offset=5),
+    FileView(record=_record(key="dir/ä b.txt", name="ä b.txt"), offset=0, upload=_UPLOAD),
+    FileView(
+        record=_record(status=Status.COMPLETE, completed_at=1_700_000_100),
+        offset=1234,
+        download_url="https://s3.example/bucket/k?X-Amz-Signature=x",
+    ),
+    FileView(record=_record(status=Status.FAILED, failure_code="upload.size_mismatch"), offset=0),
+    FileView(record=_record(status=Status.ABORTED, size=0), offset=0),
+    FileView(
+        record=_record(size=12 * 2**20, upload_id="u1", part_size=5 * 2**20),
+        offset=5 * 2**20,
+        upload=_PARTS,
+        parts_received=[StoredPart(part_number=1, size=5 * 2**20, etag="e1")],
+        download_url="http://h/v1/downloads/t",
+    ),
+    FileView(record=_record(upload_id="u1", part_size=5 * 2**20), offset=0, parts_received=[]),
+]
+
+
+@pytest.mark.parametrize("view", VIEWS)
+def test_render_file_equals_the_schema(view: FileView) -> None:
+    expected = FileSchema().dump(view)
+    rendered = render_file(view)
+    assert rendered == expected
+    assert json.dumps(rendered) == json.dumps(expected)  # same keys in the same order
+    assert rendered["metadata"] is not view.record.metadata  # a copy, as marshmallow's
+
+
+def test_a_created_file_answers_as_the_schema_renders_it(harness: Harness) -> None:
+    """End to end: an idempotent create's body, fresh and replayed, is the schema's dump."""
+    body = {**_OK, "sha256": _HEX, "metadata": {"team": "x"}, "key": "docs/a.txt"}
+    headers = {**harness.key(), "Idempotency-Key": "k-1"}
+    first = harness.client.post("/v1/files", json=body, headers=headers)
+    assert first.status_code == 201
+    again = harness.client.post("/v1/files", json=body, headers=headers)
+    assert again.status_code == 201
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json == first.json
+    service = harness.service
+    record = service.store.get_file("acme", first.json["id"])
+    assert record is not None
+    with harness.app.test_request_context(base_url="http://localhost"):
+        upload = service._upload(record)  # local tokens are deterministic: the same URL
+    view = FileView(record=record, offset=0, upload=upload, download_url=first.json["download_url"])
+    assert first.json == FileSchema().dump(view)
