@@ -405,3 +405,47 @@ def test_writes_queued_while_another_process_commits_share_one_batch(
     assert batches == [6]
     assert len(store.list_files("acme", "default", limit=100)) == 7
     database.dispose()
+
+
+def test_a_failing_commit_answers_503_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    """An I/O error at COMMIT on the raw writer: the request gets database.unavailable, its
+    row is rolled back, and the next write goes through on the same connection."""
+    import sqlite3
+
+    from broker.errors import BrokerError
+
+    database = Database(f"sqlite:///{tmp_path / 'meta.sqlite3'}")
+    database.upgrade()
+    store = MetadataStore(database)
+    store.insert_file(_record())  # opens the writer connection
+    group = database._group
+    assert group is not None
+    real = group._connection
+    assert real is not None
+
+    class FailingCommit:
+        failed = False
+
+        def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+            if sql == "COMMIT" and not self.failed:
+                self.failed = True
+                raise sqlite3.OperationalError("disk I/O error")
+            return real.execute(sql, *args)  # type: ignore[arg-type]
+
+        @property
+        def in_transaction(self) -> bool:
+            return real.in_transaction
+
+        def close(self) -> None:
+            real.close()
+
+    group._connection = FailingCommit()  # type: ignore[assignment]
+    lost = _record()
+    with pytest.raises(BrokerError) as failure:
+        store.insert_file(lost)
+    assert failure.value.code == "database.unavailable"
+    assert store.get_file("acme", lost.id) is None
+    kept = _record()
+    store.insert_file(kept)
+    assert store.get_file("acme", kept.id) == kept
+    database.dispose()

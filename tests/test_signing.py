@@ -124,7 +124,7 @@ def test_objects_live_under_hashed_names_only(store: LocalStorage, tmp_path: Pat
         {"k": "ü/名前 with spaces.txt", "t": "text/html; charset=utf-8", "n": "ä", "a": 1, "e": 9},
         {"t": "acme", "f": "file_01JD7ZZZZZZZZZZZZZZZZZZZZZ", "e": 1_700_000_000},
         {"k": "x" * 600, "h": "ab" * 32, "e": 5},  # long and repetitive: zlib-compressed
-        {"k": "\x00\u2028\"\\", "e": -1},
+        {"k": '\x00\u2028"\\', "e": -1},
     ],
 )
 @pytest.mark.parametrize("salt", ["broker.blob.put", "broker.blob.get", "broker.download"])
