@@ -199,12 +199,10 @@ def test_a_part_of_the_wrong_length_is_refused_by_storage(enforcing: Harness) ->
     created = mp.declare(
         acme, name="b", size=len(data), mime_type="application/x-test", multipart=True
     )
-    first = created["upload"]["parts"][0]
-    for body, headers in (
-        (data[: PART - 1], {"Content-Length": str(PART - 1)}),  # short, honest length
-        (data[: PART + 1], {"Content-Length": str(PART + 1)}),  # long
-    ):
-        reply = mp.put(first | {"method": "PUT"}, body, **headers)
+    last = created["upload"]["parts"][1]  # 10 bytes: small lies (a server that refuses
+    assert last["size"] == 10  # before reading may not drain a large body)
+    for body in (data[PART : PART + 9], data[PART:] + b"x"):  # short, long
+        reply = mp.put(last | {"method": "PUT"}, body, **{"Content-Length": str(len(body))})
         assert reply.status_code in (400, 403, 422), reply.status_code
     assert _open_upload(mp, created["id"]) == []
     pending = mp.client.get(f"/v1/files/{created['id']}", headers=acme).json

@@ -366,8 +366,9 @@ def test_two_sweepers_at_once_handle_each_file_once(h: Harness) -> None:
 
     assert [r.errors for r in reports] == [0, 0]
     assert sum(r.files_expired for r in reports) == len(files)
-    # Both may delete the same orphan (deleting what is gone is fine); none is missed.
-    assert 4 <= sum(r.orphan_objects_deleted for r in reports) <= 8
+    # Both may delete the same orphan (deleting what is gone is fine), and one may find the
+    # object of a file the other has just expired, before it deletes it: none is missed.
+    assert 4 <= sum(r.orphan_objects_deleted for r in reports) <= 8 + len(files)
     for created in files:
         assert status(h, acme, created["id"]) == ("failed", "upload.expired")
     assert list(h.service.storage.iter_objects()) == []
