@@ -12,7 +12,7 @@ import hashlib
 import itertools
 import json
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import IO, Any
 
@@ -125,16 +125,16 @@ class Broker:
         """Record a pending file and sign its upload and download URLs."""
         require(principal, Scope.FILES_WRITE)
         now = self.now()
-        fingerprint = None
-        if idempotency_key is not None:
-            if not 1 <= len(idempotency_key) <= _IDEMPOTENCY_KEY_MAX:
-                raise validation_error({"Idempotency-Key": "Must be 1-255 characters."})
-            fingerprint = hashlib.sha256(
-                json.dumps(request, sort_keys=True, default=str).encode()
-            ).hexdigest()
-            earlier = self._replay(principal, idempotency_key, fingerprint, now)
-            if earlier is not None:
-                return earlier
+        fingerprint = _fingerprint(idempotency_key, request)
+
+        def replay() -> Declared | None:
+            if idempotency_key is None or fingerprint is None:
+                return None
+            return self._replay(principal, idempotency_key, fingerprint, now)
+
+        earlier = replay()
+        if earlier is not None:
+            return earlier
 
         policy = self._policy(request["bucket"])
         multipart = self._admit(policy, request)
@@ -191,26 +191,46 @@ class Broker:
                 created_at=now,
             )
         try:
-            try:
-                self.store.insert_file(record, answer)
-            except Exception:
-                if record.upload_id is not None:  # leave no open upload behind a failed create
-                    self.storage.abort_multipart(record.storage_key, record.upload_id)
-                raise
+            earlier = self._insert_pending(record, answer, replay)
+        except BaseException:
+            self._abandon_upload(record)  # leave no open upload behind a failed create
+            raise
+        if earlier is not None:
+            self._abandon_upload(record)  # the first request's answer stands, not ours
+            return earlier
+        return Declared(body=body, replayed=False)
+
+    def _insert_pending(
+        self,
+        record: FileRecord,
+        answer: IdempotentAnswer | None,
+        replay: Callable[[], Declared | None],
+    ) -> Declared | None:
+        """Insert a pending file (with its replayable answer); None when it is in.
+
+        When another request took the same Idempotency-Key first, its answer (``replay``),
+        or 409 ``idempotency.in_progress`` while it has none yet; a key another live file
+        holds is 409 ``file.key_exists``.
+        """
+        try:
+            self.store.insert_file(record, answer)
         except IdempotencyConflict:
-            assert idempotency_key is not None
-            assert fingerprint is not None
-            earlier = self._replay(principal, idempotency_key, fingerprint, now)
+            earlier = replay()
             if earlier is None:
                 raise BrokerError("idempotency.in_progress") from None
             return earlier
         except KeyExists:
             raise BrokerError(
                 "file.key_exists",
-                f"Bucket {policy.name!r} already has a file with key {key!r}.",
+                f"Bucket {record.bucket!r} already has a file with key {record.key!r}.",
             ) from None
-        DECLARED.labels(bucket=policy.name).inc()
-        return Declared(body=body, replayed=False)
+        DECLARED.labels(bucket=record.bucket).inc()
+        return None
+
+    def _abandon_upload(self, record: FileRecord) -> None:
+        """Abort the multipart upload a create opened but will not use."""
+        if record.upload_id is not None:
+            self.storage.abort_multipart(record.storage_key, record.upload_id)
 
     @staticmethod
     def _admit(policy: BucketPolicy, request: Mapping[str, Any]) -> bool:
@@ -269,16 +289,16 @@ class Broker:
         """
         require(principal, Scope.FILES_WRITE)
         now = self.now()
-        fingerprint = None
-        if idempotency_key is not None:
-            if not 1 <= len(idempotency_key) <= _IDEMPOTENCY_KEY_MAX:
-                raise validation_error({"Idempotency-Key": "Must be 1-255 characters."})
-            fingerprint = hashlib.sha256(
-                json.dumps({"form": request}, sort_keys=True, default=str).encode()
-            ).hexdigest()
-            earlier = self._replay_form(principal, idempotency_key, fingerprint, now)
-            if earlier is not None:
-                return earlier
+        fingerprint = _fingerprint(idempotency_key, {"form": request})
+
+        def replay() -> Declared | None:
+            if idempotency_key is None or fingerprint is None:
+                return None
+            return self._replay_form(principal, idempotency_key, fingerprint, now)
+
+        earlier = replay()
+        if earlier is not None:
+            return earlier
 
         policy = self._policy(request["bucket"])
         declared_size: int | None = request.get("size")
@@ -317,21 +337,9 @@ class Broker:
                 response={"id": file_id, "object": "file", "status": Status.PENDING.value},
                 created_at=now,
             )
-        try:
-            self.store.insert_file(record, answer)
-        except IdempotencyConflict:
-            assert idempotency_key is not None
-            assert fingerprint is not None
-            earlier = self._replay_form(principal, idempotency_key, fingerprint, now)
-            if earlier is None:
-                raise BrokerError("idempotency.in_progress") from None
+        earlier = self._insert_pending(record, answer, replay)
+        if earlier is not None:
             return earlier
-        except KeyExists:
-            raise BrokerError(
-                "file.key_exists",
-                f"Bucket {policy.name!r} already has a file with key {key!r}.",
-            ) from None
-        DECLARED.labels(bucket=policy.name).inc()
 
         try:
             info = self.storage.put_stream(
@@ -963,6 +971,15 @@ class Broker:
             upload = self._upload(record) if record.expires_at > self.now() else None
             return FileView(record=record, offset=info.size if info else 0, upload=upload)
         return FileView(record=record, offset=0)
+
+
+def _fingerprint(idempotency_key: str | None, payload: Any) -> str | None:
+    """What identifies a request under an Idempotency-Key (None without a key)."""
+    if idempotency_key is None:
+        return None
+    if not 1 <= len(idempotency_key) <= _IDEMPOTENCY_KEY_MAX:
+        raise validation_error({"Idempotency-Key": "Must be 1-255 characters."})
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _received(planned: list[PlannedPart], stored: list[StoredPart]) -> list[StoredPart]:

@@ -397,3 +397,36 @@ def test_a_failed_create_leaves_no_open_upload(mp: Harness) -> None:
         assert [u["UploadId"] for u in uploads] == [
             mp.service.store.get_file("acme", first["id"]).upload_id
         ]
+
+
+def test_a_create_that_loses_an_idempotency_race_closes_its_upload(
+    mp: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two creates with one Idempotency-Key: the second misses the first's answer at its
+    start (it was not recorded yet), opens an upload, then finds the key taken. It answers
+    the first's file and aborts the upload it opened, so no upload is left for nobody."""
+    acme = {**mp.key("acme"), "Idempotency-Key": "race-1"}
+    body = {"name": "r.bin", "size": PART + 1, "mime_type": "text/plain", "key": "race.bin"}
+    first = mp.client.post("/v1/files", json=body, headers=acme)
+    assert first.status_code == 201
+    service = mp.service
+    real = service._replay
+    calls = []
+
+    def late(*args: Any) -> Any:
+        calls.append(args)
+        return None if len(calls) == 1 else real(*args)  # the first look misses the answer
+
+    monkeypatch.setattr(service, "_replay", late)
+    second = mp.client.post("/v1/files", json=body, headers=acme)
+    assert second.status_code == 201, second.json
+    assert second.headers["Idempotent-Replayed"] == "true"
+    assert second.json["id"] == first.json["id"]
+    assert len(calls) == 2
+    storage = service.storage
+    upload_id = service.store.get_file("acme", first.json["id"]).upload_id
+    if hasattr(storage, "uploads"):
+        assert os.listdir(storage.uploads) == [upload_id]
+    else:
+        uploads = storage.client.list_multipart_uploads(Bucket=storage.bucket).get("Uploads", [])
+        assert [u["UploadId"] for u in uploads] == [upload_id]
