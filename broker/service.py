@@ -14,7 +14,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import IO, Any
+from typing import Any
 
 from .auth import ADMIN_KEY_ID, Authenticator, mint_key, require
 from .config import BucketPolicy, Clock, Settings
@@ -46,6 +46,7 @@ from .naming import (
 from .parts import MAX_SINGLE_PUT, PlannedPart, choose_part_size, plan
 from .schemas import render_file
 from .storage import LocalStorage, ObjectInfo, Storage
+from .storage.base import Readable
 from .storage.local import GetGrant, LocatedBlob
 
 log = logging.getLogger("broker.service")
@@ -820,7 +821,7 @@ class Broker:
     # -- blobs (embedded store only) ----------------------------------------------------------
 
     def receive_blob(
-        self, token: str, *, content_length: int | None, content_type: str | None, body: IO[bytes]
+        self, token: str, *, content_length: int | None, content_type: str | None, body: Readable
     ) -> ObjectInfo:
         """Accept a PUT to a signed blob URL if it matches the declaration exactly."""
         local = self._local()

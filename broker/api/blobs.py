@@ -7,6 +7,7 @@ from werkzeug.exceptions import ClientDisconnected
 
 from ..errors import BrokerError
 from . import service
+from .body import recv_body
 
 bp = Blueprint("blobs", __name__, url_prefix="/v1/blobs")
 
@@ -23,7 +24,7 @@ def put(token: str) -> Response:
             token,
             content_length=length,
             content_type=request.headers.get("Content-Type"),
-            body=request.stream,
+            body=recv_body(request.stream),
         )
     except ClientDisconnected:
         raise BrokerError(

@@ -15,7 +15,6 @@ an error raised from the iterator, so storage never publishes a body whose form 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import IO
 
 from flask import Request
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -31,6 +30,8 @@ from werkzeug.sansio.multipart import (
 )
 
 from ..errors import BrokerError, validation_error
+from ..storage.base import Readable
+from .body import recv_body
 
 READ_SIZE = 1024 * 1024
 """Bytes read from the socket at a time (also the most the decoder buffers beyond it)."""
@@ -43,7 +44,7 @@ FILE_FIELD = "file"
 class FormUpload:
     """A form being received: the declaration fields, then the file part as chunks."""
 
-    def __init__(self, stream: IO[bytes], boundary: bytes) -> None:
+    def __init__(self, stream: Readable, boundary: bytes) -> None:
         self._stream = stream
         self._decoder = MultipartDecoder(
             boundary, max_form_memory_size=READ_SIZE + MAX_FIELDS_BYTES, max_parts=MAX_PARTS
@@ -161,4 +162,4 @@ def read_form(request: Request) -> FormUpload:
         raise BrokerError(
             "request.malformed", "multipart/form-data needs a boundary of 1-70 characters."
         )
-    return FormUpload(request.stream, boundary.encode("latin-1"))
+    return FormUpload(recv_body(request.stream), boundary.encode("latin-1"))

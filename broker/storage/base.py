@@ -13,6 +13,15 @@ HASH_CHUNK = 1024 * 1024
 """Bytes read at a time when an adapter or the service streams an object (bounded memory)."""
 
 
+class Readable(Protocol):
+    """What a body to store must offer: ``read(n)`` answers at most ``n`` bytes, and
+    ``b""`` only at the end (a file, a WSGI input stream)."""
+
+    def read(self, size: int = -1, /) -> bytes:
+        """At most ``size`` bytes; ``b""`` at the end."""
+        ...
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     """What storage reports about a stored object."""

@@ -32,14 +32,21 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from ..config import Clock
 from ..errors import BrokerError
 from ..models import StoredPart, UploadInstructions
 from ..naming import normalise_mime_type
 from ..tokens import ExpiringTokens
-from .base import HASH_CHUNK, ObjectInfo, OpenUpload, StoredObject, check_stream_size
+from .base import (
+    HASH_CHUNK,
+    ObjectInfo,
+    OpenUpload,
+    Readable,
+    StoredObject,
+    check_stream_size,
+)
 
 PUT_SALT = "broker.blob.put"
 GET_SALT = "broker.blob.get"
@@ -548,7 +555,7 @@ class LocalStorage:
         *,
         content_length: int | None,
         content_type: str | None,
-        body: IO[bytes],
+        body: Readable,
     ) -> ObjectInfo:
         """Store a PUT body if and only if it is exactly what the grant declared.
 
@@ -631,7 +638,7 @@ class LocalStorage:
             sha256=pointer["sha256"],
         )
 
-    def _spool(self, body: IO[bytes], temp: Path, *, limit: int) -> tuple[str, int]:
+    def _spool(self, body: Readable, temp: Path, *, limit: int) -> tuple[str, int]:
         """Copy at most ``limit + 1`` bytes to ``temp``; return (hex SHA-256, bytes read)."""
         hasher = hashlib.sha256()
         received = 0

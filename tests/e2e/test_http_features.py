@@ -4,13 +4,14 @@ metrics, the OpenAPI document, idempotent creates and cursor pagination.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 import pytest
 
-from .conftest import BrokerServer, Tenant, expect_error
+from .conftest import BrokerServer, RawConnection, Tenant, expect_error
 
 pytestmark = pytest.mark.e2e
 
@@ -164,3 +165,33 @@ def test_cursor_pagination_newest_first(tenant: Tenant) -> None:
         params["after"] = page["next_cursor"]
     assert pages == 3
     assert seen == created[::-1]  # each exactly once, newest first
+
+
+# -- connections --------------------------------------------------------------------------
+
+
+def test_a_connection_serves_the_next_request_after_a_put(tenant: Tenant) -> None:
+    """The blob PUT reads its body in the pieces the socket gives (not through gunicorn's
+    re-slicing reader) and must still leave the keep-alive connection exactly at the next
+    request: two PUTs and a GET on one connection, each answered, the bytes intact."""
+    first = bytes(range(256)) * 12_289  # ~3 MiB: many socket reads
+    second = b"second body"
+    files = [tenant.declare(first), tenant.declare(second)]
+    with RawConnection(files[0]["upload"]["url"]) as conn:
+        for file, content in zip(files, (first, second), strict=True):
+            upload = file["upload"]
+            path = httpx.URL(upload["url"]).raw_path.decode("ascii")
+            conn.send_head("PUT", upload["headers"], path=path)
+            conn.send(content)
+            reply = conn.reply()
+            assert reply is not None
+            assert reply.status_code == 200, reply.text
+            assert reply.json()["sha256"] == hashlib.sha256(content).hexdigest()
+        conn.send_head("GET", {}, path="/v1/health")
+        health = conn.reply()
+        assert health is not None
+        assert health.status_code == 200
+        assert health.json()["status"] == "ok"
+    for file, content in zip(files, (first, second), strict=True):
+        assert tenant.complete(file["id"]).status_code == 200
+        assert tenant.download(file["id"]) == content
