@@ -477,8 +477,11 @@ def _expect(condition: bool, what: str, reply: Reply) -> None:
 
 
 def declare(bench: Bench, name: str) -> dict[str, Any]:
-    """``POST /v1/files`` for the source's size; checks the answer, returns it."""
-    body = {"name": name, "size": bench.size, "mime_type": MIME_TYPE, "sha256": bench.source_sha256}
+    """``POST /v1/files`` for the source's size (and SHA-256 with ``--checksum``); checks the
+    answer, returns it."""
+    body: dict[str, Any] = {"name": name, "size": bench.size, "mime_type": MIME_TYPE}
+    if bench.args.checksum:
+        body["sha256"] = bench.source_sha256
     reply = call(bench.server.port, "POST", "/v1/files", headers=bench.headers, body=body)
     _expect(reply.status == 201, "POST /v1/files should answer 201", reply)
     created: dict[str, Any] = reply.body
@@ -545,11 +548,14 @@ def measure_put(bench: Bench, round_index: int) -> Sample:
         parsed = None
     stored = Reply(status, parsed, text)
     _expect(status == 200, "the PUT should answer 200", stored)
+    # With a declared checksum the store hashes the body and says so; without, it does not
+    # hash (the bytes are still checked: the download's SHA-256 is compared once per run).
+    expected_sha256 = bench.source_sha256 if bench.args.checksum else None
     _expect(
         isinstance(parsed, dict)
         and parsed.get("size") == bench.size
-        and parsed.get("sha256") == bench.source_sha256,
-        "the PUT answer should carry the source's size and SHA-256",
+        and parsed.get("sha256") == expected_sha256,
+        "the PUT answer should carry the source's size (and its SHA-256 with --checksum)",
         stored,
     )
     done = finish(bench, created["id"])
@@ -870,6 +876,14 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
     say(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
     say(f"client:  {' '.join(curl_version.split()[:2])} (--upload-file: streams from disk)")
     say(f"server:  {gunicorn_facts(server_env(workdir / 'probe', {}))}; {WORKERS} workers")
+    say(
+        "put:     "
+        + (
+            "SHA-256 declared (--checksum): the store hashes every byte"
+            if args.checksum
+            else "no checksum declared: the store does not hash (--checksum to declare one)"
+        )
+    )
     free = human(shutil.disk_usage(workdir).free)
     say(f"disk:    {workdir}: {filesystem_of(workdir)}, {free} free")
     server: Server | None = None
@@ -927,6 +941,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--keep-temp",
         action="store_true",
         help="keep the temporary directory (source, server logs, data) and print its path",
+    )
+    parser.add_argument(
+        "--checksum",
+        action="store_true",
+        help="declare the source's SHA-256, so the store must hash every byte of the PUT "
+        "(default: a plain PUT, which the embedded store does not hash)",
     )
     parser.add_argument(
         "--form",

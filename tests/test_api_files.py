@@ -75,6 +75,34 @@ def test_full_round_trip_with_checksum(harness: Harness, acme: dict[str, str]) -
     assert harness.download(created["download_url"]).data == data
 
 
+def test_the_embedded_store_hashes_only_to_check_a_declared_checksum(
+    harness: Harness, acme: dict[str, str]
+) -> None:
+    """Without a declared SHA-256 the PUT stores the bytes unhashed (hashing would cost
+    more CPU than the rest of the PUT); its ETag still changes whenever the bytes do. With
+    one, the PUT is hashed and checked, and the answer says so."""
+    plain = harness.declare(acme, name="p.txt", size=5, key="plain.txt")
+    first = harness.put(plain["upload"], b"hello")
+    assert first.status_code == 200
+    assert first.json["sha256"] is None
+    again = harness.put(plain["upload"], b"world")  # the same URL, before completion
+    assert again.json["sha256"] is None
+    assert again.headers["ETag"] != first.headers["ETag"]
+    done = harness.client.post(f"/v1/files/{plain['id']}/complete", headers=acme, json={})
+    assert done.status_code == 200
+    served = harness.download(done.json["download_url"])
+    assert served.data == b"world"
+    assert served.headers["ETag"] == again.headers["ETag"]
+
+    data = b"checked"
+    checked = harness.declare(
+        acme, name="c.txt", size=len(data), sha256=hashlib.sha256(data).hexdigest()
+    )
+    reply = harness.put(checked["upload"], data)
+    assert reply.json["sha256"] == hashlib.sha256(data).hexdigest()
+    assert reply.headers["ETag"] == f'"{hashlib.sha256(data).hexdigest()[:32]}"'
+
+
 def test_completing_twice_returns_the_file_again(harness: Harness, acme: dict[str, str]) -> None:
     done = harness.upload(acme, BODY)
     again = harness.client.post(f"/v1/files/{done['id']}/complete", headers=acme)

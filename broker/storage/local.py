@@ -4,9 +4,9 @@ Layout under ``root``::
 
     tmp/<uuid>.part                       bytes of a PUT in progress (never visible)
     objects/<h2>/<h>.<uuid>.blob          immutable data of one successful PUT
-    objects/<h2>/<h>.json                 the pointer: key, size, type, sha256, blob name
+    objects/<h2>/<h>.json                 the pointer: key, size, type, etag, sha256, blob name
     uploads/<upload id>/upload.json       an open multipart upload: key, type, start time
-    uploads/<upload id>/<n>.<etag>.part   one received part (n: five digits; etag: its hash)
+    uploads/<upload id>/<n>.<etag>.part   one received part (n: five digits; etag: its id)
 
 ``h`` is the SHA-256 of the storage key, so no key can reach outside ``objects/`` whatever
 it contains. An object is visible exactly when its pointer exists; a pointer is replaced
@@ -341,14 +341,14 @@ class LocalStorage:
             found[number] = StoredPart(part_number=number, size=size, etag=match.group(2))
         return [found[n] for n in sorted(found)]
 
-    def _store_part(self, grant: PutGrant, temp: Path, digest: str) -> ObjectInfo:
+    def _store_part(self, grant: PutGrant, temp: Path, digest: str | None) -> ObjectInfo:
         """Move a verified part into its open upload, replacing an earlier copy."""
         assert grant.upload_id is not None
         assert grant.part_number is not None
         directory = self._upload_dir(grant.key, grant.upload_id)
         if directory is None:
             raise BrokerError("blob.not_found", "The multipart upload is no longer open.")
-        etag = digest[:32]
+        etag = digest[:32] if digest else uuid.uuid4().hex  # names this copy of the part
         prefix = f"{grant.part_number:05d}."
         with _locked(directory):
             if not (directory / _UPLOAD_META).exists():
@@ -578,7 +578,9 @@ class LocalStorage:
             )
         temp = self.tmp / f"{uuid.uuid4().hex}.part"
         try:
-            digest, received = self._spool(body, temp, limit=grant.size)
+            digest, received = self._spool(
+                body, temp, limit=grant.size, hashed=grant.sha256 is not None
+            )
             if received != grant.size:
                 relation = "longer" if received > grant.size else "shorter"
                 raise BrokerError(
@@ -634,13 +636,19 @@ class LocalStorage:
             key=pointer["key"],
             size=pointer["size"],
             content_type=pointer["content_type"],
-            etag=pointer["sha256"][:32],
-            sha256=pointer["sha256"],
+            etag=pointer.get("etag") or pointer["sha256"][:32],
+            sha256=pointer.get("sha256"),
         )
 
-    def _spool(self, body: Readable, temp: Path, *, limit: int) -> tuple[str, int]:
-        """Copy at most ``limit + 1`` bytes to ``temp``; return (hex SHA-256, bytes read)."""
-        hasher = hashlib.sha256()
+    def _spool(
+        self, body: Readable, temp: Path, *, limit: int, hashed: bool
+    ) -> tuple[str | None, int]:
+        """Copy at most ``limit + 1`` bytes to ``temp``; return (hex SHA-256, bytes read).
+
+        The SHA-256 is computed only when ``hashed`` (a checksum was declared and must be
+        checked): hashing costs more CPU than the rest of a PUT, and nothing else needs it.
+        """
+        hasher = hashlib.sha256() if hashed else None
         received = 0
         try:
             with open(temp, "xb") as out:
@@ -651,7 +659,8 @@ class LocalStorage:
                     received += len(chunk)
                     if received > limit:
                         break  # one byte too many is proof enough; stop reading
-                    hasher.update(chunk)
+                    if hasher is not None:
+                        hasher.update(chunk)
                     out.write(chunk)
                 out.flush()
                 os.fsync(out.fileno())
@@ -659,21 +668,27 @@ class LocalStorage:
             if exc.errno == errno.ENOSPC:
                 raise BrokerError("storage.unavailable", "The blob store is out of space.") from exc
             raise
-        return hasher.hexdigest(), received
+        return (hasher.hexdigest() if hasher is not None else None), received
 
     def _publish(
-        self, key: str, temp: Path, *, size: int, content_type: str, sha256: str
+        self, key: str, temp: Path, *, size: int, content_type: str, sha256: str | None
     ) -> ObjectInfo:
-        """Move a verified temp file into place and swap the pointer to it atomically."""
+        """Move a verified temp file into place and swap the pointer to it atomically.
+
+        The ETag is the SHA-256's first half when it is known, else the new blob's own
+        random id: either way it changes whenever the stored bytes do.
+        """
         pointer_path = self._pointer_path(key)
         shard = pointer_path.parent
         shard.mkdir(exist_ok=True)
-        blob_name = f"{pointer_path.stem}.{uuid.uuid4().hex}.blob"
+        version = uuid.uuid4().hex
+        blob_name = f"{pointer_path.stem}.{version}.blob"
         pointer = {
             "key": key,
             "size": size,
             "content_type": content_type,
             "sha256": sha256,
+            "etag": sha256[:32] if sha256 else version,
             "blob": blob_name,
             "stored_at": self._clock(),
         }
