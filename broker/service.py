@@ -492,9 +492,10 @@ class Broker:
         """Check every planned part is in storage with its planned length (and, when the
         client lists parts, that its ETags are storage's), then join them into the object.
 
-        A part not yet received answers 422 ``upload.part_missing``, one of another length
-        422 ``upload.size_mismatch``; either way nothing is joined and the file stays
-        pending, so the client can send those parts (again) and complete.
+        Nothing received yet answers 409 ``upload.not_received``, as for a single PUT. A part
+        not received (absent, of another length, or not the copy the client names) answers
+        422 ``upload.part_missing`` with ``details.missing_parts``. Either way nothing is
+        joined and the file stays pending: the client sends those parts and completes again.
         """
         assert record.upload_id is not None
         assert record.part_size is not None
@@ -509,31 +510,28 @@ class Broker:
                 )
             return info
         planned = plan(record.size, record.part_size)
-        by_number = {part.part_number: part for part in stored}
+        # A stored part of another length (a peer that does not enforce the signed length,
+        # or keeps a cut-off body) is not received; sending that part again replaces it.
+        received = {part.part_number: part for part in _received(planned, stored)}
         if claimed is not None:
             self._check_claimed(planned_numbers=[p.number for p in planned], claimed=claimed,
-                                stored=by_number)  # fmt: skip
-        missing = [p.number for p in planned if p.number not in by_number]
+                                stored=received)  # fmt: skip
+        if not received:
+            raise BrokerError(
+                "upload.not_received",
+                f"Storage holds no part of file {record.id} yet; PUT the parts first.",
+            )
+        missing = [p.number for p in planned if p.number not in received]
         if missing:
+            odd = sorted({part.part_number for part in stored} & set(missing))
             raise BrokerError(
                 "upload.part_missing",
-                f"Storage has not received part(s) {_numbers(missing)} of file {record.id}.",
+                f"Storage has not received part(s) {_numbers(missing)} of file {record.id}"
+                + (f" (part(s) {_numbers(odd)} arrived with another length)." if odd else "."),
                 details={"missing_parts": missing},
             )
-        wrong = [p for p in planned if by_number[p.number].size != p.size]
-        if wrong:
-            # Storage kept a part of another length (a peer that does not enforce the signed
-            # length, or one that keeps a cut-off body): it is not received. Nothing is
-            # joined and the file stays pending; sending that part again replaces it.
-            first = wrong[0]
-            raise BrokerError(
-                "upload.size_mismatch",
-                f"Part {first.number} holds {by_number[first.number].size} bytes, not "
-                f"{first.size}; send part(s) {_numbers([p.number for p in wrong])} again.",
-                details={"wrong_length_parts": [p.number for p in wrong]},
-            )
         return self.storage.finish_multipart(
-            record.storage_key, record.upload_id, [by_number[p.number] for p in planned]
+            record.storage_key, record.upload_id, [received[p.number] for p in planned]
         )
 
     @staticmethod
@@ -543,7 +541,8 @@ class Broker:
         claimed: list[Mapping[str, Any]],
         stored: Mapping[int, StoredPart],
     ) -> None:
-        """The client's part list must name each planned part once, with storage's ETag."""
+        """The client's part list must name each planned part once, with storage's ETag
+        (as S3 answers InvalidPart, a part whose ETag storage does not hold is missing)."""
         numbers = [int(part["part_number"]) for part in claimed]
         unknown = sorted(set(numbers) - set(planned_numbers))
         if unknown:
@@ -563,10 +562,10 @@ class Broker:
             held = stored.get(int(part["part_number"]))
             if held is not None and str(part["etag"]).strip('"') != held.etag:
                 raise BrokerError(
-                    "upload.part_mismatch",
-                    f"Part {held.part_number}'s ETag is {held.etag!r} in storage, "
-                    f"not {part['etag']!r}.",
-                    details={"part_number": held.part_number, "etag": held.etag},
+                    "upload.part_missing",
+                    f"Storage holds part {held.part_number} with ETag {held.etag!r}, not "
+                    f"{part['etag']!r}: send the part again, or complete with storage's ETag.",
+                    details={"missing_parts": [held.part_number]},
                 )
 
     def reissue_parts(
