@@ -909,9 +909,11 @@ def _terminate(signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the benchmark; 0 when measured (whatever the ratios), 1 when broken."""
-    args = parse_args(argv)
+def run_main(
+    args: argparse.Namespace, run: Callable[[argparse.Namespace, Path], None], servers: str
+) -> int:
+    """Run a benchmark in its temporary directory; 0 when measured (whatever the ratios),
+    1 when broken, 130 when interrupted (``servers`` stopped either way)."""
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _terminate)
     started = time.monotonic()
@@ -922,10 +924,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\nBROKEN: {exc}", file=sys.stderr, flush=True)
         return 1
     except KeyboardInterrupt:
-        print("\ninterrupted; servers stopped", file=sys.stderr, flush=True)
+        print(f"\ninterrupted; {servers} stopped", file=sys.stderr, flush=True)
         return 130
     say(f"\ntotal time {time.monotonic() - started:.0f} s")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; 0 when measured (whatever the ratios), 1 when broken."""
+    return run_main(parse_args(argv), run, "servers")
 
 
 if __name__ == "__main__":

@@ -45,7 +45,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -55,7 +54,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -71,9 +69,9 @@ from bench.create import (  # the same servers, HTTP helper and temp dir as crea
     gunicorn_facts,
     mint_key,
     positive,
+    run_main,
     say,
     server_env,
-    temporary_directory,
 )
 
 KiB = 1024
@@ -258,6 +256,19 @@ def ensure_curl() -> str:
     return found
 
 
+def _timed_curl(command: list[str], answer: Path, url: str, what: str) -> tuple[int, float]:
+    """Run a curl ``command`` (its answer body to ``answer``); (HTTP status, wall seconds)."""
+    command = [*command, "--output", str(answer), "--write-out", "%{http_code}", url]
+    started = time.perf_counter()
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=TRANSFER_TIMEOUT, check=False
+    )
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise BenchError(f"curl {what} failed with status {done.returncode}: {done.stderr.strip()}")
+    return int(done.stdout.strip() or 0), seconds
+
+
 def curl_put(
     curl: str, url: str, source: Path, headers: Mapping[str, str], answer: Path
 ) -> tuple[int, float]:
@@ -272,15 +283,7 @@ def curl_put(
     command += ["--upload-file", str(source), "--request", "PUT", "--header", "Expect:"]
     for name, value in headers.items():
         command += ["--header", f"{name}: {value}"]
-    command += ["--output", str(answer), "--write-out", "%{http_code}", url]
-    started = time.perf_counter()
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=TRANSFER_TIMEOUT, check=False
-    )
-    seconds = time.perf_counter() - started
-    if done.returncode != 0:
-        raise BenchError(f"curl PUT failed with status {done.returncode}: {done.stderr.strip()}")
-    return int(done.stdout.strip() or 0), seconds
+    return _timed_curl(command, answer, url, "PUT")
 
 
 class SocketSink:
@@ -642,15 +645,7 @@ def curl_form(
     for name, value in fields.items():
         command += ["--form-string", f"{name}={value}"]
     command += ["--form", f"file=@{source};type={MIME_TYPE}"]
-    command += ["--output", str(answer), "--write-out", "%{http_code}", url]
-    started = time.perf_counter()
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=TRANSFER_TIMEOUT, check=False
-    )
-    seconds = time.perf_counter() - started
-    if done.returncode != 0:
-        raise BenchError(f"curl POST failed with status {done.returncode}: {done.stderr.strip()}")
-    return int(done.stdout.strip() or 0), seconds
+    return _timed_curl(command, answer, url, "POST")
 
 
 def measure_form(bench: Bench, round_index: int) -> Sample:
@@ -860,8 +855,8 @@ def report(results: Mapping[str, Sequence[Sample]], chosen: Sequence[Target], sh
         limit = f"<= {human(target.rss_limit)}"
         say(f"{target.title + ' RSS growth':<{width}}{human(growth):>7}{limit:>10}  {verdict}")
     say(f"(SHA-256 alone runs at {sha:.0f} MB/s on one core here: the broker hashes every")
-    say(" byte it stores and dd does not; the floor shows what socket + hash + disk cost")
-    say(" without any framework, so broker / floor is what gunicorn, Flask and the broker add)")
+    say(" byte of a form upload, and of a PUT with --checksum; a plain PUT and dd do not.")
+    say(" The floor shows what socket + hash + disk cost without any framework.)")
 
 
 def run(args: argparse.Namespace, workdir: Path) -> None:
@@ -957,28 +952,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _terminate(signum: int, _frame: FrameType | None) -> None:
-    """SIGTERM/SIGHUP: unwind like Ctrl-C, so the server is stopped."""
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; 0 when measured (whatever the ratio), 1 when broken."""
-    args = parse_args(argv)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _terminate)
-    started = time.monotonic()
-    try:
-        with temporary_directory(args.keep_temp) as workdir:
-            run(args, workdir)
-    except BenchError as exc:
-        print(f"\nBROKEN: {exc}", file=sys.stderr, flush=True)
-        return 1
-    except KeyboardInterrupt:
-        print("\ninterrupted; server stopped", file=sys.stderr, flush=True)
-        return 130
-    say(f"\ntotal time {time.monotonic() - started:.0f} s")
-    return 0
+    return run_main(parse_args(argv), run, "server")
 
 
 if __name__ == "__main__":

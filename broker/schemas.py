@@ -50,6 +50,14 @@ def _name(**kwargs: Any) -> fields.String:
     )
 
 
+def _normalise_declaration(data: dict[str, Any]) -> dict[str, Any]:
+    """A loaded declaration's canonical form: MIME type normalised, SHA-256 in lower case."""
+    data["mime_type"] = normalise_mime_type(data["mime_type"])
+    if data.get("sha256"):
+        data["sha256"] = data["sha256"].lower()
+    return data
+
+
 class StrictSchema(Schema):
     """Unknown fields are an error, so a typo never silently does nothing."""
 
@@ -85,10 +93,7 @@ class FileCreateSchema(StrictSchema):
 
     @post_load
     def _normalise(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
-        data["mime_type"] = normalise_mime_type(data["mime_type"])
-        if data.get("sha256"):
-            data["sha256"] = data["sha256"].lower()
-        return data
+        return _normalise_declaration(data)
 
 
 class FormUploadSchema(StrictSchema):
@@ -122,10 +127,7 @@ class FormUploadSchema(StrictSchema):
 
     @post_load
     def _normalise(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
-        data["mime_type"] = normalise_mime_type(data["mime_type"])
-        if data.get("sha256"):
-            data["sha256"] = data["sha256"].lower()
-        return data
+        return _normalise_declaration(data)
 
 
 _FILE_CREATE = FileCreateSchema()

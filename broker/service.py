@@ -257,15 +257,20 @@ class Broker:
             raise validation_error({"multipart": "An empty file cannot be sent in parts."})
         return multipart
 
+    def _recorded(
+        self, principal: Principal, idempotency_key: str, fingerprint: str, now: int
+    ) -> IdempotentAnswer | None:
+        """The answer recorded under this Idempotency-Key, if any (422 for another request)."""
+        answer = self.store.get_answer(principal.tenant, idempotency_key, now)
+        if answer is not None and answer.fingerprint != fingerprint:
+            raise BrokerError("idempotency.mismatch")
+        return answer
+
     def _replay(
         self, principal: Principal, idempotency_key: str, fingerprint: str, now: int
     ) -> Declared | None:
-        answer = self.store.get_answer(principal.tenant, idempotency_key, now)
-        if answer is None:
-            return None
-        if answer.fingerprint != fingerprint:
-            raise BrokerError("idempotency.mismatch")
-        return Declared(body=answer.response, replayed=True)
+        answer = self._recorded(principal, idempotency_key, fingerprint, now)
+        return None if answer is None else Declared(body=answer.response, replayed=True)
 
     # -- files: proxied upload ----------------------------------------------------------------
 
@@ -410,11 +415,9 @@ class Broker:
         self, principal: Principal, idempotency_key: str, fingerprint: str, now: int
     ) -> Declared | None:
         """The file an earlier proxied upload with this key made, if it completed."""
-        answer = self.store.get_answer(principal.tenant, idempotency_key, now)
+        answer = self._recorded(principal, idempotency_key, fingerprint, now)
         if answer is None:
             return None
-        if answer.fingerprint != fingerprint:
-            raise BrokerError("idempotency.mismatch")
         record = self.store.get_file(principal.tenant, str(answer.response.get("id")))
         if record is not None and record.status is Status.COMPLETE:
             return Declared(body=render_file(self._view(record)), replayed=True)
@@ -521,7 +524,7 @@ class Broker:
                 "upload.not_received",
                 f"Storage holds no part of file {record.id} yet; PUT the parts first.",
             )
-        missing = [p.number for p in planned if p.number not in received]
+        missing = _missing(planned, list(received.values()))
         if missing:
             odd = sorted({part.part_number for part in stored} & set(missing))
             raise BrokerError(
@@ -593,8 +596,7 @@ class Broker:
             )
         stored = _received(planned, stored)
         if part_numbers is None:
-            received = {part.part_number for part in stored}
-            part_numbers = [p.number for p in planned if p.number not in received]
+            part_numbers = _missing(planned, stored)
         else:
             unknown = sorted(set(part_numbers) - {p.number for p in planned})
             if unknown:
@@ -954,8 +956,7 @@ class Broker:
             stored = _received(
                 planned, self.storage.list_parts(record.storage_key, record.upload_id) or []
             )
-            received = {part.part_number for part in stored}
-            missing = {p.number for p in planned if p.number not in received}
+            missing = set(_missing(planned, stored))
             return FileView(
                 record=record,
                 offset=sum(part.size for part in stored),
@@ -986,6 +987,12 @@ def _received(planned: list[PlannedPart], stored: list[StoredPart]) -> list[Stor
     """The stored parts that count as received: planned, and of their planned length."""
     sizes = {p.number: p.size for p in planned}
     return [part for part in stored if sizes.get(part.part_number) == part.size]
+
+
+def _missing(planned: list[PlannedPart], received: list[StoredPart]) -> list[int]:
+    """The numbers of the planned parts not among ``received``."""
+    have = {part.part_number for part in received}
+    return [p.number for p in planned if p.number not in have]
 
 
 def _numbers(numbers: list[int]) -> str:

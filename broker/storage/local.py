@@ -164,14 +164,9 @@ class LocalStorage:
         self, key: str, *, size: int, content_type: str, sha256: str | None, expires_at: int
     ) -> UploadInstructions:
         """A PUT URL whose token binds key, exact size, type, optional SHA-256 and expiry."""
-        token = self._put.dumps(
-            {"k": key, "s": size, "t": content_type, "h": sha256, "e": expires_at}
-        )
-        return UploadInstructions(
-            method="PUT",
-            url=f"{self._base_url()}/v1/blobs/{token}",
+        return self._signed_put(
+            {"k": key, "s": size, "t": content_type, "h": sha256, "e": expires_at},
             headers={"Content-Type": content_type, "Content-Length": str(size)},
-            expires_at=expires_at,
         )
 
     def presign_get(
@@ -243,14 +238,9 @@ class LocalStorage:
         self, key: str, upload_id: str, *, part_number: int, size: int, expires_at: int
     ) -> UploadInstructions:
         """A PUT URL whose token binds key, upload, part number, exact size and expiry."""
-        token = self._put.dumps(
-            {"k": key, "u": upload_id, "p": part_number, "s": size, "e": expires_at}
-        )
-        return UploadInstructions(
-            method="PUT",
-            url=f"{self._base_url()}/v1/blobs/{token}",
+        return self._signed_put(
+            {"k": key, "u": upload_id, "p": part_number, "s": size, "e": expires_at},
             headers={"Content-Length": str(size)},
-            expires_at=expires_at,
         )
 
     def list_parts(self, key: str, upload_id: str) -> list[StoredPart] | None:
@@ -614,6 +604,15 @@ class LocalStorage:
         )
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _signed_put(self, grant: dict[str, Any], headers: dict[str, str]) -> UploadInstructions:
+        """A blob PUT URL carrying ``grant`` (its ``e`` is the expiry) in a signed token."""
+        return UploadInstructions(
+            method="PUT",
+            url=f"{self._base_url()}/v1/blobs/{self._put.dumps(grant)}",
+            headers=headers,
+            expires_at=grant["e"],
+        )
 
     def _pointer_path(self, key: str) -> Path:
         digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
