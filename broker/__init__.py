@@ -39,7 +39,8 @@ def create_app(
     """Build the WSGI app from the environment (``overrides`` win; tests pass them)."""
     from flask_cors import CORS
 
-    from . import api, errors, metrics
+    from . import api, metrics
+    from .api import errors
     from .config import Settings
     from .db import Database, MetadataStore
     from .downloads import DownloadLinks

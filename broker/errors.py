@@ -1,15 +1,13 @@
-"""The one error catalogue (code → status) and the one handler that renders every error."""
+"""The one error catalogue (code → status, default message) and the errors that carry it.
+
+Independent of Flask: the database, storage and use cases raise these; the HTTP layer
+(``broker/api/errors.py``) renders every one of them in the contract's envelope.
+"""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any, Literal, get_args
-
-from flask import Flask, Response, g, jsonify
-from werkzeug.exceptions import HTTPException
-
-log = logging.getLogger("broker")
 
 ErrorCode = Literal[
     "request.malformed",
@@ -112,52 +110,25 @@ def validation_error(details: Mapping[str, Any], message: str | None = None) -> 
     return BrokerError("validation.failed", message, details=normalised)
 
 
-def error_response(error: BrokerError) -> Response:
-    """Render the contract's envelope; the request id is echoed by the request-id hook."""
-    body = {
-        "error": {"code": error.code, "message": error.message, "details": error.details},
-        "request_id": g.get("request_id"),
-    }
-    response = jsonify(body)
-    response.status_code = error.status
-    for name, value in error.headers.items():
-        response.headers[name] = value
-    return response
+class UploadMismatch(BrokerError):
+    """What storage holds differs from the declaration: which property, and both values."""
+
+    def __init__(self, code: ErrorCode, message: str, *, declared: Any, actual: Any) -> None:
+        super().__init__(code, message)
+        self.declared = declared
+        self.actual = actual
 
 
-_HTTP_CODES: Mapping[int, ErrorCode] = {
-    400: "request.malformed",
-    404: "route.not_found",
-    405: "method.not_allowed",
-    411: "request.length_required",
-    413: "request.too_large",
-    416: "request.range_not_satisfiable",
-}
+class StorageUnavailable(BrokerError):
+    """Storage (disk or S3) did not answer as it should; ``action`` says what was tried."""
+
+    def __init__(self, message: str | None = None, *, action: str | None = None) -> None:
+        super().__init__("storage.unavailable", message)
+        self.action = action
 
 
-def _from_http_exception(exc: HTTPException) -> Response:
-    """Werkzeug's own errors (unknown route, wrong method, body too large) in our envelope."""
-    code = _HTTP_CODES.get(exc.code or 500)
-    if code is None:
-        log.warning("unmapped HTTP error %s: %s", exc.code, exc.description)
-        code = "internal" if (exc.code or 500) >= 500 else "request.malformed"
-    # Keep what the exception says in headers (Allow on 405, Content-Range on 416).
-    headers = {
-        name: value
-        for name, value in exc.get_headers()
-        if name.lower() not in ("content-type", "content-length")
-    }
-    return error_response(BrokerError(code, headers=headers))
+class DatabaseUnavailable(BrokerError):
+    """The metadata database is locked, read-only or unreachable."""
 
-
-def _from_unexpected(exc: Exception) -> Response:
-    """Anything unforeseen: log it with the request id, answer 500 without internals."""
-    log.exception("unhandled error in request %s", g.get("request_id"), exc_info=exc)
-    return error_response(BrokerError("internal"))
-
-
-def init_app(app: Flask) -> None:
-    """Route every error, ours or Flask's, through the one envelope."""
-    app.register_error_handler(BrokerError, error_response)
-    app.register_error_handler(HTTPException, _from_http_exception)
-    app.register_error_handler(Exception, _from_unexpected)
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__("database.unavailable", message)
