@@ -39,13 +39,10 @@ def create_app(
     """Build the WSGI app from the environment (``overrides`` win; tests pass them)."""
     from flask_cors import CORS
 
-    from . import api, metrics
+    from . import api, metrics, services
     from .api import errors
     from .config import Settings
-    from .db import Database, MetadataStore
-    from .downloads import DownloadLinks
-    from .service import Broker
-    from .storage import build_storage
+    from .db import Database
 
     env = dict(os.environ if environ is None else environ)
     env.update(overrides or {})
@@ -73,12 +70,9 @@ def create_app(
             return request_base_url()
         return f"http://127.0.0.1:{settings.port}"
 
-    storage = build_storage(settings, clock=clock, base_url=base_url)
-
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    links = DownloadLinks(settings.secret_key, base_url=base_url, clock=clock)
-    app.extensions["broker"] = Broker(settings, MetadataStore(database), storage, clock, links)
+    app.extensions["broker"] = services.build(settings, database, clock=clock, base_url=base_url)
     errors.init_app(app)
     metrics.init_app(app)
     api.init_app(app)

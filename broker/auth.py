@@ -6,6 +6,8 @@ import hashlib
 import hmac
 import re
 import secrets
+import time
+from collections.abc import Callable
 
 from .db import MetadataStore
 from .errors import BrokerError
@@ -41,15 +43,40 @@ def mint_key(
     return record, key
 
 
+CACHE_SIZE = 10_000
+"""Verified keys a process remembers at most (the oldest is forgotten first)."""
+
+
 class Authenticator:
-    """Turns a presented key into a Principal, or raises 401."""
+    """Turns a presented key into a Principal, or raises 401.
+
+    A key verified against the database is remembered for ``cache_ttl`` seconds (per
+    process, by its hash), so a client's requests do not each cost a lookup. Revocation
+    therefore takes effect within ``cache_ttl`` seconds everywhere (at once in the process
+    that revoked it); ``cache_ttl=0`` looks every key up.
+    """
 
     def __init__(
-        self, store: MetadataStore, *, admin_key: str | None, allow_anonymous: bool
+        self,
+        store: MetadataStore,
+        *,
+        admin_key: str | None,
+        allow_anonymous: bool,
+        cache_ttl: float = 0.0,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._admin_hash = hash_secret(admin_key) if admin_key else None
         self._allow_anonymous = allow_anonymous
+        self._cache_ttl = cache_ttl
+        self._monotonic = monotonic
+        self._verified: dict[str, tuple[Principal, float]] = {}
+
+    def forget(self, key_id: str) -> None:
+        """Drop a key from this process's cache (it was just revoked)."""
+        for digest, (principal, _) in list(self._verified.items()):
+            if principal.key_id == key_id:
+                self._verified.pop(digest, None)
 
     def authenticate(self, presented: str | None) -> Principal:
         """Resolve the key; unknown, malformed and revoked keys all look the same (401)."""
@@ -64,6 +91,18 @@ class Authenticator:
             return Principal(
                 tenant=DEFAULT_TENANT, scopes=frozenset({Scope.ADMIN.value}), key_id=ADMIN_KEY_ID
             )
+        cached = self._verified.get(digest)
+        if cached is not None and self._monotonic() < cached[1]:
+            return cached[0]
+        principal = self._lookup(presented, digest)
+        if self._cache_ttl > 0:
+            if len(self._verified) >= CACHE_SIZE:
+                self._verified.pop(next(iter(self._verified)), None)
+            self._verified[digest] = (principal, self._monotonic() + self._cache_ttl)
+        return principal
+
+    def _lookup(self, presented: str, digest: str) -> Principal:
+        """Verify a tenant key against the database (constant time on a miss too)."""
         match = _KEY_RE.match(presented)
         record = self._store.get_key(f"key_{match.group(1)}") if match else None
         stored = record.secret_hash if record else _DUMMY_HASH

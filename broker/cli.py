@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -10,6 +11,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -114,27 +116,31 @@ def keys() -> None:
 )
 def keys_create(tenant: str, name: str | None, scopes: tuple[str, ...]) -> None:
     """Mint a key; it is printed once and stored hashed."""
-    from .api import load
-    from .schemas import KeyCreateSchema
+    from marshmallow import ValidationError
+
+    from .schemas import KeyCreatedSchema, KeyCreateSchema
 
     data: dict[str, Any] = {"tenant": tenant, "name": name, "scopes": list(scopes) or None}
     data = {k: v for k, v in data.items() if v is not None}
-    with _app_context() as service:
-        try:
-            body = load(KeyCreateSchema(), data)
-        except Exception as exc:
-            raise click.ClickException(
-                f"invalid key request: {getattr(exc, 'details', exc)}"
-            ) from exc
-        _echo(service.create_key(_admin(), body["tenant"], body.get("name"), body.get("scopes")))
+    try:
+        body = KeyCreateSchema().load(data)
+    except ValidationError as exc:
+        raise click.ClickException(f"invalid key request: {exc.messages}") from exc
+    with _services() as service:
+        created = service.keys.create(
+            _admin(), body["tenant"], body.get("name"), body.get("scopes")
+        )
+        _echo(KeyCreatedSchema().dump(created))
 
 
 @keys.command("list")
 @click.option("--tenant", default=None, help="Only this tenant's keys.")
 def keys_list(tenant: str | None) -> None:
     """List keys (never their secrets)."""
-    with _app_context() as service:
-        _echo(service.list_keys(_admin(), tenant))
+    from .schemas import KeySchema
+
+    with _services() as service:
+        _echo(KeySchema(many=True).dump(service.keys.all(_admin(), tenant)))
 
 
 @keys.command("revoke")
@@ -142,10 +148,11 @@ def keys_list(tenant: str | None) -> None:
 def keys_revoke(key_id: str) -> None:
     """Revoke a key by id."""
     from .errors import BrokerError
+    from .schemas import KeySchema
 
-    with _app_context() as service:
+    with _services() as service:
         try:
-            _echo(service.revoke_key(_admin(), key_id))
+            _echo(KeySchema().dump(service.keys.revoke(_admin(), key_id)))
         except BrokerError as exc:
             raise click.ClickException(exc.message) from exc
 
@@ -186,8 +193,9 @@ def sweep(grace: int, every: int | None, objects_every: int) -> None:
 
     if every is not None and every < 1:
         raise click.BadParameter("must be at least 1s", param_hint="--every")
-    with _app_context() as service:
-        sweeper = Sweeper(service.settings, service.store, service.storage, service.clock)
+    with _services() as service:
+        ctx = service.ctx
+        sweeper = Sweeper(ctx.settings, ctx.store, ctx.storage, ctx.clock)
         if every is None:
             report = sweeper.run(grace)
             _echo(report.as_dict())
@@ -250,19 +258,23 @@ def s3_setup(create_bucket: bool, abort_multipart_days: int) -> None:
         click.echo("CORS: none applied (BROKER_CORS_ORIGINS is empty; browsers cannot PUT)")
 
 
-class _app_context:
-    """Build the app once and run a service call inside its context."""
+@contextlib.contextmanager
+def _services() -> Iterator[Any]:
+    """The use cases on the configured database and storage, without the HTTP app."""
+    from . import services
+    from .db import Database
 
-    def __enter__(self) -> Any:
-        from . import create_app
-
-        try:
-            self.app = create_app()
-        except ConfigError as exc:
-            raise click.ClickException(str(exc)) from exc
-        self.ctx = self.app.app_context()
-        self.ctx.push()
-        return self.app.extensions["broker"]
-
-    def __exit__(self, *exc: object) -> None:
-        self.ctx.pop()
+    settings = _settings()
+    database = Database(settings.database_url)
+    try:
+        if settings.auto_migrate:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            database.upgrade()
+        yield services.build(
+            settings,
+            database,
+            clock=time.time,
+            base_url=lambda: settings.public_url or f"http://127.0.0.1:{settings.port}",
+        )
+    finally:
+        database.dispose()

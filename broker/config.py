@@ -78,6 +78,9 @@ class Settings:
     auto_migrate: bool
     port: int
     log_level: str
+    key_cache_ttl: int
+    """Seconds a process trusts a verified API key before looking it up again (so a
+    revocation takes effect everywhere within this time); 0 looks every request up."""
 
     @property
     def is_sqlite(self) -> bool:
@@ -189,6 +192,7 @@ class Settings:
             "auto_migrate": boolean("BROKER_AUTO_MIGRATE", database_url.startswith("sqlite")),
             "port": integer("PORT", 8000, minimum=1),
             "log_level": log_level,
+            "key_cache_ttl": integer("BROKER_KEY_CACHE_TTL", 5, minimum=0),
         }
         if problems:
             raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
@@ -221,7 +225,7 @@ def load_buckets(path: Path) -> dict[str, BucketPolicy]:
 def _bucket_policy(name: str, spec: Any) -> BucketPolicy:
     """Validate one bucket table; every mistake is named with the bucket and field."""
     where = f"bucket {name!r}"
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise ConfigError(f"{where}: names are 1-63 of a-z, 0-9, '-', '_', starting alphanumeric")
     if not isinstance(spec, dict):
         raise ConfigError(f"{where}: expected a table of settings")
@@ -253,7 +257,7 @@ def _bucket_policy(name: str, spec: Any) -> BucketPolicy:
     if not isinstance(patterns, list) or not patterns:
         raise ConfigError(f"{where}: allowed_mime_types must be a non-empty list")
     for pattern in patterns:
-        if not isinstance(pattern, str) or not MIME_PATTERN_RE.match(pattern.lower()):
+        if not isinstance(pattern, str) or not MIME_PATTERN_RE.fullmatch(pattern.lower()):
             raise ConfigError(f"{where}: {pattern!r} is not a MIME pattern like 'image/*'")
     return BucketPolicy(name=name, allowed_mime_types=tuple(p.lower() for p in patterns), **values)
 

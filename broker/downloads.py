@@ -1,45 +1,73 @@
-"""Download links the broker signs for itself: ``/v1/downloads/{token}``, no API key needed.
-
-A link names a tenant's file and an expiry. It is what a pending file's ``download_url`` is:
-it answers 409 until the file is complete (so nobody reads bytes the broker has not
-checked), then redirects to a fresh storage URL. It is also how active content (HTML, SVG,
-XML, JavaScript) is served from storage that cannot add ``X-Content-Type-Options: nosniff``
-to its own answers (S3): the broker streams those bytes with the header itself.
-"""
+"""Downloads: a fresh signed URL for a complete file, and following the broker's own
+download links (``/v1/downloads/{token}``), which serve nothing until the file is complete."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .config import Clock
-from .tokens import ExpiringTokens
-
-SALT = "broker.download"
+from .auth import require
+from .errors import BrokerError
+from .models import FileRecord, Principal, Scope, Status
+from .naming import content_disposition, display_name, is_active_content
+from .views import UseCase
 
 
 @dataclass(frozen=True)
-class DownloadGrant:
-    """What a verified link allows: reading one file of one tenant."""
+class Redirect:
+    """Answer with a 302 to this URL."""
 
-    tenant: str
-    file_id: str
-    expires_at: int
+    url: str
 
 
-class DownloadLinks:
-    """Signs and verifies download links (with the broker's secret)."""
+@dataclass(frozen=True)
+class Stream:
+    """Answer with these bytes and headers (active content from storage without nosniff)."""
 
-    def __init__(self, secret_key: str, base_url: Callable[[], str], clock: Clock) -> None:
-        self._tokens = ExpiringTokens(secret_key, SALT, clock)
-        self._base_url = base_url
+    chunks: Iterator[bytes]
+    size: int
+    content_type: str
+    disposition: str
 
-    def sign(self, tenant: str, file_id: str, expires_at: int) -> str:
-        """A link to the file, valid until ``expires_at``."""
-        token = self._tokens.dumps({"t": tenant, "f": file_id, "e": expires_at})
-        return f"{self._base_url()}/v1/downloads/{token}"
 
-    def verify(self, token: str) -> DownloadGrant:
-        """403 ``blob.bad_signature`` for an altered link, ``blob.expired`` for an old one."""
-        data = self._tokens.loads(token)
-        return DownloadGrant(tenant=data["t"], file_id=data["f"], expires_at=data["e"])
+class Downloads(UseCase):
+    """``url`` for ``GET /v1/files/{id}/content``; ``open`` for the broker's own links."""
+
+    def url(self, principal: Principal, file_id: str) -> str:
+        """A fresh signed GET URL for a complete file (409 while pending)."""
+        require(principal, Scope.FILES_READ)
+        return self.views.download_url(self._complete(self.ctx.file(principal, file_id)))
+
+    def open(self, token: str) -> Redirect | Stream:
+        """Resolve a download link: 409 until complete; then a redirect to storage, or the
+        bytes themselves for active content that storage cannot mark ``nosniff``."""
+        ctx = self.ctx
+        grant = ctx.links.verify(token)
+        record = ctx.store.get_file(grant.tenant, grant.file_id)
+        if record is None:
+            raise BrokerError("file.not_found", f"No file {grant.file_id}.")
+        record = self._complete(record)
+        if not (is_active_content(record.mime_type) and not ctx.storage.serves_nosniff):
+            return Redirect(self.views.download_url(record))
+        chunks = ctx.storage.iter_bytes(record.storage_key)
+        try:  # open it now, so a missing object is an error answer, not a cut-off body
+            first = next(chunks, b"")
+        except FileNotFoundError:
+            raise BrokerError(
+                "file.not_found", f"File {record.id} has no bytes in storage."
+            ) from None
+        return Stream(
+            chunks=itertools.chain([first], chunks),
+            size=record.size,
+            content_type=record.mime_type,
+            disposition=content_disposition(display_name(record.name), attachment=True),
+        )
+
+    @staticmethod
+    def _complete(record: FileRecord) -> FileRecord:
+        if record.status is not Status.COMPLETE:
+            raise BrokerError(
+                "upload.not_received", f"File {record.id} is {record.status.value}, not complete."
+            )
+        return record

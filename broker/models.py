@@ -144,3 +144,8 @@ class FileView:
     download_url: str | None = None
     parts_received: list[StoredPart] | None = None
     """For a pending multipart upload: the parts storage holds (what a resume can skip)."""
+
+    @property
+    def upload_url(self) -> str | None:
+        """The single PUT's URL (None for a multipart upload or when there is none)."""
+        return self.upload.url if isinstance(self.upload, UploadInstructions) else None

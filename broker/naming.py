@@ -57,7 +57,7 @@ def normalise_key(key: str) -> str:
 
 def is_valid_mime_type(value: str) -> bool:
     """Whether ``value`` is a syntactically valid ``type/subtype[; param=value]``."""
-    return bool(_MIME_RE.match(value))
+    return bool(_MIME_RE.fullmatch(value))
 
 
 def normalise_mime_type(value: str) -> str:

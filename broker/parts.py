@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .config import GiB, MiB, TiB
+from .models import StoredPart
 
 MIN_PART_SIZE = 5 * MiB
 MAX_PART_SIZE = 5 * GiB
@@ -41,3 +42,25 @@ def plan(size: int, part_size: int) -> list[PlannedPart]:
         PlannedPart(number=n + 1, offset=n * part_size, size=min(part_size, size - n * part_size))
         for n in range(count)
     ]
+
+
+def received(planned: list[PlannedPart], stored: list[StoredPart]) -> list[StoredPart]:
+    """The stored parts that count as received: planned, and of their planned length.
+
+    A stored part of another length (a peer that does not enforce the signed length, or
+    keeps a cut-off body) is not received; sending that part again replaces it.
+    """
+    sizes = {p.number: p.size for p in planned}
+    return [part for part in stored if sizes.get(part.part_number) == part.size]
+
+
+def missing(planned: list[PlannedPart], have: list[StoredPart]) -> list[int]:
+    """The numbers of the planned parts not among ``have``."""
+    numbers = {part.part_number for part in have}
+    return [p.number for p in planned if p.number not in numbers]
+
+
+def numbers_text(numbers: list[int]) -> str:
+    """``1, 2, 5`` (at most ten, then an ellipsis) for messages."""
+    shown = ", ".join(str(n) for n in numbers[:10])
+    return shown + (", …" if len(numbers) > 10 else "")

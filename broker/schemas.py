@@ -12,12 +12,11 @@ from marshmallow import (
     ValidationError,
     fields,
     post_load,
-    pre_dump,
     validate,
 )
 
 from .config import NAME_RE
-from .models import FileView, MultipartInstructions, Scope, Status, UploadInstructions
+from .models import Scope, Status
 from .naming import is_valid_mime_type, normalise_mime_type
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -44,9 +43,22 @@ def _metadata(value: dict[str, str]) -> None:
         raise ValidationError(f"At most {MAX_METADATA_ENTRIES} entries.")
 
 
+class FullMatch(validate.Regexp):
+    """``validate.Regexp`` over the whole value: ``$`` alone lets a trailing newline in."""
+
+    def __call__(self, value: Any) -> Any:
+        pattern: re.Pattern[str] = self.regex  # type: ignore[assignment]
+        if not isinstance(value, str) or pattern.fullmatch(value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
+
+
+_SHA256 = FullMatch(r"^[0-9a-fA-F]{64}$", error="Must be 64 hex characters.")
+
+
 def _name(**kwargs: Any) -> fields.String:
     return fields.String(
-        validate=[validate.Regexp(NAME_RE, error="Use 1-63 of a-z, 0-9, '-', '_'.")], **kwargs
+        validate=[FullMatch(NAME_RE, error="Use 1-63 of a-z, 0-9, '-', '_'.")], **kwargs
     )
 
 
@@ -56,6 +68,19 @@ def _normalise_declaration(data: dict[str, Any]) -> dict[str, Any]:
     if data.get("sha256"):
         data["sha256"] = data["sha256"].lower()
     return data
+
+
+class ViewSchema(Schema):
+    """Dumps a view object: the fields in ``OWN`` from the view itself, the others from the
+    object it wraps (``INNER``, e.g. a file view's record), so no field is listed twice."""
+
+    OWN: frozenset[str] = frozenset()
+    INNER = "record"
+
+    def get_attribute(self, obj: Any, attr: str, default: Any) -> Any:
+        """The attribute from the view or from the object it wraps."""
+        source = obj if attr in self.OWN else getattr(obj, self.INNER)
+        return super().get_attribute(source, attr, default)
 
 
 class StrictSchema(Schema):
@@ -80,7 +105,7 @@ class FileCreateSchema(StrictSchema):
     key = fields.String(validate=validate.Length(min=1))
     sha256 = fields.String(
         allow_none=True,
-        validate=validate.Regexp(r"^[0-9a-fA-F]{64}$", error="Must be 64 hex characters."),
+        validate=_SHA256,
     )
     metadata = fields.Dict(
         keys=fields.String(validate=[validate.Length(min=1, max=64), _no_control_chars]),
@@ -118,9 +143,7 @@ class FormUploadSchema(StrictSchema):
     )
     bucket = _name(load_default="default")
     key = fields.String(validate=validate.Length(min=1))
-    sha256 = fields.String(
-        validate=validate.Regexp(r"^[0-9a-fA-F]{64}$", error="Must be 64 hex characters.")
-    )
+    sha256 = fields.String(validate=_SHA256)
     file = fields.Raw(
         metadata={"type": "string", "format": "binary", "description": "The bytes; last field."}
     )
@@ -128,67 +151,6 @@ class FormUploadSchema(StrictSchema):
     @post_load
     def _normalise(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
         return _normalise_declaration(data)
-
-
-_FILE_CREATE = FileCreateSchema()
-_CREATE_FIELDS = frozenset(_FILE_CREATE.fields)
-_SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")  # the same pattern as the schema's validator
-
-
-def load_file_create(data: dict[str, Any]) -> dict[str, Any]:
-    """``FileCreateSchema().load(data)``, without marshmallow for the bodies clients send.
-
-    The hand-written checks only *accept*: when a body passes them all, marshmallow would
-    accept it too and load the very same dict (``tests/test_schemas.py`` holds both to a
-    table of bodies). Anything else, odd or invalid, goes to the schema itself, so every
-    error message and detail is marshmallow's own. Saves ~15 µs per create.
-    """
-    if _CREATE_FIELDS.issuperset(data) and _plainly_valid(data):
-        loaded = dict(data)
-        loaded["mime_type"] = normalise_mime_type(data["mime_type"])
-        loaded.setdefault("bucket", "default")
-        metadata = data.get("metadata")
-        loaded["metadata"] = {} if metadata is None else dict(metadata)
-        if data.get("sha256"):
-            loaded["sha256"] = data["sha256"].lower()
-        return loaded
-    result: dict[str, Any] = _FILE_CREATE.load(data)
-    return result
-
-
-def _plainly_valid(data: dict[str, Any]) -> bool:  # noqa: PLR0911 (one early exit per rule)
-    name, size, mime_type = data.get("name"), data.get("size"), data.get("mime_type")
-    if not (type(name) is str and 1 <= len(name) <= 255 and not _CONTROL.search(name)):
-        return False
-    if not (type(size) is int and size >= 0):
-        return False
-    if not (type(mime_type) is str and len(mime_type) <= 255 and is_valid_mime_type(mime_type)):
-        return False
-    if "bucket" in data and not (type(data["bucket"]) is str and NAME_RE.match(data["bucket"])):
-        return False
-    if "key" in data and not (type(data["key"]) is str and data["key"]):
-        return False
-    sha256 = data.get("sha256")
-    if sha256 is not None and not (type(sha256) is str and _SHA256_RE.match(sha256)):
-        return False
-    if "metadata" in data and not _plain_metadata(data["metadata"]):
-        return False
-    if "expires_in" in data and not (type(data["expires_in"]) is int and data["expires_in"] >= 1):
-        return False
-    return "multipart" not in data or type(data["multipart"]) is bool
-
-
-def _plain_metadata(metadata: Any) -> bool:
-    if type(metadata) is not dict or len(metadata) > MAX_METADATA_ENTRIES:
-        return False
-    return all(
-        type(k) is str
-        and 1 <= len(k) <= 64
-        and not _CONTROL.search(k)
-        and type(v) is str
-        and len(v) <= 512
-        for k, v in metadata.items()
-    )
 
 
 class PartSchema(StrictSchema):
@@ -282,7 +244,7 @@ class UploadSchema(Schema):
     expires_at = fields.Integer()
 
 
-class FileSchema(Schema):
+class FileSchema(ViewSchema):
     """A file object as every route returns it."""
 
     id = fields.String()
@@ -311,94 +273,7 @@ class FileSchema(Schema):
         metadata={"description": "Parts storage holds (pending multipart uploads only)."},
     )
 
-    @pre_dump
-    def _flatten(self, view: FileView, **_: Any) -> dict[str, Any]:
-        record = view.record
-        return {
-            "id": record.id,
-            "bucket": record.bucket,
-            "key": record.key,
-            "name": record.name,
-            "mime_type": record.mime_type,
-            "size": record.size,
-            "sha256": record.sha256,
-            "metadata": record.metadata,
-            "status": record.status.value,
-            "offset": view.offset,
-            "failure_code": record.failure_code,
-            "created_at": record.created_at,
-            "completed_at": record.completed_at,
-            "expires_at": record.expires_at,
-            "upload": view.upload,
-            "upload_url": getattr(view.upload, "url", None),
-            "download_url": view.download_url,
-            "parts_received": view.parts_received,
-        }
-
-
-def render_file(view: FileView) -> dict[str, Any]:
-    """``FileSchema().dump(view)`` written out by hand: the same keys in the same order.
-
-    Every route answers files; marshmallow's generic dump costs ~60 µs a file where this
-    costs a few. ``tests/test_schemas.py`` holds it equal to the schema for every shape
-    (statuses, with and without upload, checksum, metadata, failure).
-    """
-    record, upload = view.record, view.upload
-    return {
-        "id": record.id,
-        "object": "file",
-        "bucket": record.bucket,
-        "key": record.key,
-        "name": record.name,
-        "mime_type": record.mime_type,
-        "size": record.size,
-        "sha256": record.sha256,
-        "metadata": dict(record.metadata),
-        "status": record.status.value,
-        "offset": view.offset,
-        "failure_code": record.failure_code,
-        "created_at": record.created_at,
-        "completed_at": record.completed_at,
-        "expires_at": record.expires_at,
-        "upload": _render_upload(upload),
-        "upload_url": getattr(upload, "url", None),
-        "download_url": view.download_url,
-        "parts_received": None
-        if view.parts_received is None
-        else [
-            {"part_number": p.part_number, "size": p.size, "etag": p.etag}
-            for p in view.parts_received
-        ],
-    }
-
-
-def _render_upload(upload: UploadInstructions | MultipartInstructions | None) -> Any:
-    """The ``upload`` section as UploadSchema dumps it (keys a multipart upload lacks,
-    ``url`` and ``headers``, are left out; ``part_size`` and ``parts`` come instead)."""
-    if upload is None:
-        return None
-    if isinstance(upload, MultipartInstructions):
-        return {
-            "method": upload.method,
-            "part_size": upload.part_size,
-            "parts": [
-                {
-                    "part_number": p.part_number,
-                    "offset": p.offset,
-                    "size": p.size,
-                    "url": p.url,
-                    "headers": dict(p.headers),
-                }
-                for p in upload.parts
-            ],
-            "expires_at": upload.expires_at,
-        }
-    return {
-        "method": upload.method,
-        "url": upload.url,
-        "headers": dict(upload.headers),
-        "expires_at": upload.expires_at,
-    }
+    OWN = frozenset({"offset", "upload", "upload_url", "download_url", "parts_received"})
 
 
 class FilePageSchema(Schema):
@@ -409,7 +284,7 @@ class FilePageSchema(Schema):
     next_cursor = fields.String(allow_none=True)
 
 
-class BucketSchema(Schema):
+class BucketSchema(ViewSchema):
     """A bucket's policy and how many live files the caller's tenant has in it."""
 
     name = fields.String()
@@ -421,6 +296,9 @@ class BucketSchema(Schema):
         metadata={"description": "Preferred part size of multipart uploads."}
     )
     file_count = fields.Integer()
+
+    OWN = frozenset({"file_count"})
+    INNER = "policy"
 
 
 class BucketListSchema(Schema):
@@ -442,10 +320,12 @@ class KeySchema(Schema):
     revoked_at = fields.Integer(allow_none=True)
 
 
-class KeyCreatedSchema(KeySchema):
+class KeyCreatedSchema(ViewSchema, KeySchema):
     """A new API key: the only time the secret is shown."""
 
     key = fields.String(metadata={"description": "The secret; shown once, stored hashed."})
+
+    OWN = frozenset({"key"})
 
 
 class KeyListSchema(Schema):

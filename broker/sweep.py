@@ -230,7 +230,7 @@ def _parse(storage_key: str) -> tuple[str, str, str] | None:
     writes (bad names, a key that is not in normal form)."""
     tenant, _, rest = storage_key.partition("/")
     bucket, _, key = rest.partition("/")
-    if not (NAME_RE.match(tenant) and NAME_RE.match(bucket) and key):
+    if not (NAME_RE.fullmatch(tenant) and NAME_RE.fullmatch(bucket) and key):
         return None
     try:
         if normalise_key(key) != key:

@@ -501,9 +501,9 @@ def test_a_file_arriving_through_the_broker_offers_no_url_and_cannot_be_complete
         yield head + b"\r\n\r\n"
         yield b"\2" * MiB
         record = service.store.get_file_by_key("acme", "default", "mid.bin")
-        seen.append(service.get(writer, record.id))
+        seen.append(service.files.get(writer, record.id))
         try:
-            service.complete(writer, record.id)
+            service.completions.complete(writer, record.id)
         except BrokerError as exc:
             seen.append(exc.code)
         yield b"\2" * MiB

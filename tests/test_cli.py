@@ -51,7 +51,7 @@ def test_keys_create_list_revoke(env: dict[str, str]) -> None:
     assert code == 0, output
     created = json.loads(output)
     assert created["scopes"] == ["files:read"]
-    app = create_app(environ=env)
+    app = create_app(environ={**env, "BROKER_KEY_CACHE_TTL": "1"})
     headers = {"Authorization": f"Bearer {created['key']}"}
     assert app.test_client().get("/v1/buckets", headers=headers).status_code == 200
     code, output = _run("keys", "list", "--tenant", "acme")
@@ -60,6 +60,8 @@ def test_keys_create_list_revoke(env: dict[str, str]) -> None:
     code, output = _run("keys", "revoke", created["id"])
     assert code == 0
     assert json.loads(output)["revoked_at"] is not None
+    # This app verified the key a moment ago and trusts that for BROKER_KEY_CACHE_TTL.
+    time.sleep(1.1)
     assert app.test_client().get("/v1/buckets", headers=headers).status_code == 401
 
 

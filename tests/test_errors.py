@@ -64,7 +64,7 @@ def test_unexpected_exception_is_500_without_internals(
     def explode(*args: object, **kwargs: object) -> None:
         raise RuntimeError("secret detail: password=hunter2")
 
-    monkeypatch.setattr(harness.service, "buckets", explode)
+    monkeypatch.setattr(harness.service.files, "buckets", explode)
     response = harness.client.get("/v1/buckets", headers=harness.key())
     _assert_envelope(response, 500, "internal")
     assert "hunter2" not in response.get_data(as_text=True)

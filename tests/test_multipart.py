@@ -413,15 +413,17 @@ def test_a_create_that_loses_an_idempotency_race_closes_its_upload(
     body = {"name": "r.bin", "size": PART + 1, "mime_type": "text/plain", "key": "race.bin"}
     first = mp.client.post("/v1/files", json=body, headers=acme)
     assert first.status_code == 201
+    from broker.uploads import declare
+
     service = mp.service
-    real = service._replay
+    real = declare.recorded
     calls = []
 
     def late(*args: Any) -> Any:
         calls.append(args)
         return None if len(calls) == 1 else real(*args)  # the first look misses the answer
 
-    monkeypatch.setattr(service, "_replay", late)
+    monkeypatch.setattr(declare, "recorded", late)
     second = mp.client.post("/v1/files", json=body, headers=acme)
     assert second.status_code == 201, second.json
     assert second.headers["Idempotent-Replayed"] == "true"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Callable
 from typing import Any, cast
 
 from flask import Flask, Response, current_app, g, request
@@ -13,14 +12,14 @@ from marshmallow import Schema, ValidationError
 from ..auth import require
 from ..errors import BrokerError, validation_error
 from ..models import Principal, Scope
-from ..service import Broker
+from ..services import Services
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
 
 
-def service() -> Broker:
-    """The app's service layer."""
-    return cast(Broker, current_app.extensions["broker"])
+def service() -> Services:
+    """The app's use cases."""
+    return cast(Services, current_app.extensions["broker"])
 
 
 def principal(scope: Scope | None = None) -> Principal:
@@ -35,18 +34,14 @@ def principal(scope: Scope | None = None) -> Principal:
         scheme, _, credentials = auth.partition(" ")
         if scheme.lower() == "bearer" and credentials.strip():
             presented = credentials.strip()
-        found = service().authenticate(presented)
+        found = service().auth.authenticate(presented)
         g.principal = found
     if scope is not None:
         require(found, scope)
     return found
 
 
-Loader = Schema | Callable[[dict[str, Any]], dict[str, Any]]
-"""A schema, or a function that loads like one (raising marshmallow's ValidationError)."""
-
-
-def json_body(schema: Loader, *, optional: bool = False) -> dict[str, Any]:
+def json_body(schema: Schema, *, optional: bool = False) -> dict[str, Any]:
     """Parse and validate a JSON body (400 unparseable, 413 over the cap, 422 invalid)."""
     request.max_content_length = service().settings.max_json_bytes
     raw = request.get_data(cache=True)
@@ -58,7 +53,10 @@ def json_body(schema: Loader, *, optional: bool = False) -> dict[str, Any]:
             raise BrokerError(
                 "request.malformed", "Send a JSON body with Content-Type: application/json."
             )
-        data = request.get_json(silent=True)
+        try:
+            data = request.get_json(silent=True)
+        except RecursionError:  # nested deeper than the parser goes: still the client's fault
+            raise BrokerError("request.malformed", "The body is nested too deeply.") from None
         if data is None:
             raise BrokerError("request.malformed", "The body is not valid JSON.")
     if not isinstance(data, dict):
@@ -66,10 +64,10 @@ def json_body(schema: Loader, *, optional: bool = False) -> dict[str, Any]:
     return load(schema, data)
 
 
-def load(schema: Loader, data: Any) -> dict[str, Any]:
+def load(schema: Schema, data: Any) -> dict[str, Any]:
     """Validate with a schema; 422 ``validation.failed`` with per-field messages."""
     try:
-        loaded: dict[str, Any] = schema.load(data) if isinstance(schema, Schema) else schema(data)
+        loaded: dict[str, Any] = schema.load(data)
     except ValidationError as exc:
         messages = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
         raise validation_error(messages) from exc

@@ -6,13 +6,26 @@ from flask import Blueprint, Response, jsonify, request, send_file
 from werkzeug.exceptions import ClientDisconnected
 
 from ..errors import BrokerError
+from ..storage.local import LocalStorage
 from . import service
 from .body import recv_body
+from .operations import operation
 
 bp = Blueprint("blobs", __name__, url_prefix="/v1/blobs")
 
 
+def _local() -> LocalStorage:
+    storage = service().storage
+    if not isinstance(storage, LocalStorage):
+        raise BrokerError("route.not_found", "Blob URLs exist only with local storage.")
+    return storage
+
+
 @bp.put("/<token>")
+@operation(
+    summary="Store a body to a signed blob URL (embedded store)", response=(200, None),
+    errors=(403, 404, 411, 413, 422, 503), auth=False, produces="application/json",
+)  # fmt: skip
 def put(token: str) -> Response:
     """Store the body if it is exactly what the token declares; otherwise keep nothing."""
     # No app-wide body cap applies here: the signed size is the limit, enforced while streaming.
@@ -20,8 +33,9 @@ def put(token: str) -> Response:
     if length is None and not request.environ.get("wsgi.input_terminated"):
         length = 0  # HTTP/1.1: neither Content-Length nor chunked framing means no body
     try:
-        info = service().receive_blob(
-            token,
+        local = _local()
+        info = local.receive(
+            local.grant_put(token),
             content_length=length,
             content_type=request.headers.get("Content-Type"),
             body=recv_body(request.stream),
@@ -36,9 +50,18 @@ def put(token: str) -> Response:
 
 
 @bp.get("/<token>")
+@operation(
+    summary="Read a signed blob URL (HEAD too; Range and conditional requests)",
+    response=(200, None), errors=(403, 404, 416), auth=False,
+    produces="application/octet-stream",
+)  # fmt: skip
 def get(token: str) -> Response:
     """Serve the object (HEAD too), with Range, ETag and If-None-Match support."""
-    grant, found = service().locate_blob(token)
+    local = _local()
+    grant = local.grant_get(token)
+    found = local.locate(grant)
+    if found is None:
+        raise BrokerError("blob.not_found")
     try:
         response = send_file(
             found.path,

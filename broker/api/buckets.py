@@ -2,42 +2,55 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, request
+from typing import Any
 
-from ..models import Scope
-from ..schemas import BucketListSchema, FilePageSchema, ListQuerySchema, render_file
-from . import load, principal, service
+from flask import Blueprint
+
+from ..files import FilePage
+from ..models import FileView, Principal, Scope
+from ..schemas import BucketListSchema, FilePageSchema, FileSchema, ListQuerySchema
+from . import service
+from .operations import operation
 
 bp = Blueprint("buckets", __name__, url_prefix="/v1/buckets")
-_buckets = BucketListSchema()
-_query = ListQuerySchema()
-_page = FilePageSchema()
 
 
 @bp.get("")
-def index() -> Response:
+@operation(
+    summary="Buckets with their policy and live file count",
+    response=(200, BucketListSchema),
+    errors=(401, 403, 503),
+)
+def index(who: Principal) -> dict[str, Any]:
     """Every bucket with its policy and the caller's live file count."""
-    return jsonify(_buckets.dump({"data": service().buckets(principal()), "has_more": False}))
+    return {"data": service().files.buckets(who), "has_more": False}
 
 
 @bp.get("/<bucket>/files")
-def files(bucket: str) -> Response:
+@operation(
+    summary="List a bucket's files, newest first (keyset pagination)",
+    response=(200, FilePageSchema),
+    errors=(401, 403, 404, 422, 503),
+    query=ListQuerySchema,
+    scope=Scope.FILES_READ,
+)
+def files(who: Principal, bucket: str, query: dict[str, Any]) -> FilePage:
     """A page of files, newest first; follow ``next_cursor`` with ``after``."""
-    who = principal(Scope.FILES_READ)
-    query = load(_query, request.args.to_dict())
-    page = service().list_files(who, bucket, **query)
-    return jsonify(
-        _page.dump({"data": page.files, "has_more": page.has_more, "next_cursor": page.next_cursor})
-    )
+    return service().files.page(who, bucket, **query)
 
 
 @bp.get("/<bucket>/files/<path:key>")
-def get(bucket: str, key: str) -> Response:
+@operation(summary="A file by its key", response=(200, FileSchema), errors=(401, 404, 422, 503))
+def get(who: Principal, bucket: str, key: str) -> FileView:
     """A file by its key (keys may contain '/')."""
-    return jsonify(render_file(service().get_by_key(principal(), bucket, key)))
+    return service().files.get_by_key(who, bucket, key)
 
 
 @bp.delete("/<bucket>/files/<path:key>")
-def delete(bucket: str, key: str) -> Response:
+@operation(
+    summary="Delete a file by its key", response=(200, FileSchema),
+    errors=(401, 403, 404, 422, 503),
+)  # fmt: skip
+def delete(who: Principal, bucket: str, key: str) -> FileView:
     """Delete a file by its key."""
-    return jsonify(render_file(service().delete_by_key(principal(), bucket, key)))
+    return service().files.delete_by_key(who, bucket, key)

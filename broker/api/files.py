@@ -2,96 +2,137 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint, Response, g, jsonify, request
 
-from ..models import Principal, Scope
+from ..models import FileView, Principal, Scope
 from ..schemas import (
     CompleteSchema,
+    FileCreateSchema,
+    FileSchema,
     FormUploadSchema,
     PartsRequestSchema,
-    load_file_create,
-    render_file,
 )
-from . import json_body, load, principal, service
+from ..uploads.declare import Declared
+from . import load, service
 from .forms import read_form
+from .operations import operation
 
 bp = Blueprint("files", __name__, url_prefix="/v1/files")
 _form = FormUploadSchema()
-_complete = CompleteSchema()
-_parts = PartsRequestSchema()
 
 
 @bp.post("")
-def create() -> tuple[Response, int]:
+@operation(
+    summary="Declare a file and get its upload and download URLs",
+    response=(201, FileSchema),
+    errors=(400, 401, 403, 404, 409, 413, 422, 503),
+    body=FileCreateSchema,
+    form=FormUploadSchema,
+    scope=Scope.FILES_WRITE,
+    headers=("Idempotency-Key",),
+    description="JSON declares a file and answers it pending with its upload URL. "
+    "multipart/form-data is a proxied upload: the broker streams the form's last field "
+    "`file` to storage and answers the file complete.",
+)
+def create(who: Principal, body: dict[str, Any] | None) -> Any:
     """Declare a file (JSON) and answer its URLs, or receive one (multipart/form-data)."""
-    who = principal(Scope.FILES_WRITE)
-    if request.mimetype == "multipart/form-data":
-        return _receive(who)
-    data = json_body(load_file_create)
-    declared = service().declare(who, data, request.headers.get("Idempotency-Key"))
-    response = jsonify(declared.body)
-    if declared.replayed:
-        response.headers["Idempotent-Replayed"] = "true"
-    return response, 201
+    idempotency_key = request.headers.get("Idempotency-Key")
+    if body is None:
+        return _receive(who, idempotency_key)
+    return _created(service().declarations.declare(who, body, idempotency_key))
 
 
-def _receive(who: Principal) -> tuple[Response, int]:
+def _receive(who: Principal, idempotency_key: str | None) -> Any:
     """A proxied upload: the form's fields declare, its ``file`` streams to storage."""
     form = read_form(request)
     try:
-        declared = service().receive_form(
-            who,
-            load(_form, form.declaration()),
-            form.chunks(),
-            request.headers.get("Idempotency-Key"),
+        declared = service().proxied.receive(
+            who, load(_form, form.declaration()), form.chunks(), idempotency_key
         )
     finally:
         g.body_read = form.finished  # else errors answer with Connection: close
-    response = jsonify(declared.body)
-    if declared.replayed:
-        response.headers["Idempotent-Replayed"] = "true"
+    view, headers = _created(declared)
     if not form.finished:  # a replay answers without reading the body again
-        response.headers["Connection"] = "close"
-    return response, 201
+        headers["Connection"] = "close"
+    return view, headers
+
+
+def _created(declared: Declared) -> Any:
+    """The file, or the recorded first answer, with ``Idempotent-Replayed`` on a replay."""
+    headers = {"Idempotent-Replayed": "true"} if declared.replayed else {}
+    if declared.recorded is not None:
+        response = jsonify(declared.recorded)
+        response.status_code = 201
+        response.headers.update(headers)
+        return response
+    return declared.view, headers
 
 
 @bp.get("/<file_id>")
-def get(file_id: str) -> Response:
+@operation(
+    summary="A file; while pending, the bytes received", response=(200, FileSchema),
+    errors=(401, 404, 503),
+)  # fmt: skip
+def get(who: Principal, file_id: str) -> FileView:
     """One file; while pending, how many bytes storage has received."""
-    return jsonify(render_file(service().get(principal(), file_id)))
+    return service().files.get(who, file_id)
 
 
 @bp.post("/<file_id>/complete")
-def complete(file_id: str) -> Response:
+@operation(
+    summary="Validate the stored object and finalise",
+    response=(200, FileSchema),
+    errors=(400, 401, 403, 404, 409, 422, 503),
+    body=CompleteSchema,
+    optional_body=True,
+    scope=Scope.FILES_WRITE,
+)
+def complete(who: Principal, file_id: str, body: dict[str, Any]) -> FileView:
     """Validate the stored object against the declaration and finalise the file."""
-    who = principal(Scope.FILES_WRITE)
-    body = json_body(_complete, optional=True)
-    return jsonify(render_file(service().complete(who, file_id, body.get("parts"))))
+    return service().completions.complete(who, file_id, body.get("parts"))
 
 
 @bp.post("/<file_id>/parts")
-def parts(file_id: str) -> Response:
+@operation(
+    summary="Sign part URLs again for a pending multipart upload (resume)",
+    response=(200, FileSchema),
+    errors=(400, 401, 403, 404, 409, 422, 503),
+    body=PartsRequestSchema,
+    optional_body=True,
+    scope=Scope.FILES_WRITE,
+)
+def parts(who: Principal, file_id: str, body: dict[str, Any]) -> FileView:
     """Sign part URLs again for a pending multipart upload (resume after they expired)."""
-    who = principal(Scope.FILES_WRITE)
-    body = json_body(_parts, optional=True)
-    view = service().reissue_parts(who, file_id, body.get("part_numbers"), body.get("expires_in"))
-    return jsonify(render_file(view))
+    return service().parts.reissue(who, file_id, body.get("part_numbers"), body.get("expires_in"))
 
 
 @bp.get("/<file_id>/content")
-def content(file_id: str) -> Response:
+@operation(
+    summary="Download: 302 to a fresh signed URL", response=(302, None), errors=(401, 404, 409)
+)
+def content(who: Principal, file_id: str) -> Response:
     """302 to a fresh signed download URL."""
-    url = service().download_url(principal(), file_id)
+    url = service().downloads.url(who, file_id)
     return Response(status=302, headers={"Location": url, "Cache-Control": "no-store"})
 
 
 @bp.delete("/<file_id>")
-def delete(file_id: str) -> Response:
+@operation(
+    summary="Delete a file and its stored object", response=(200, FileSchema),
+    errors=(401, 403, 404, 503),
+)  # fmt: skip
+def delete(who: Principal, file_id: str) -> FileView:
     """Delete the file and its stored object; answer the file as it was."""
-    return jsonify(render_file(service().delete(principal(), file_id)))
+    return service().files.delete(who, file_id)
 
 
 @bp.post("/<file_id>/abort")
-def abort(file_id: str) -> Response:
+@operation(
+    summary="Give up a pending upload and free its storage", response=(200, FileSchema),
+    errors=(401, 403, 404, 409, 503),
+)  # fmt: skip
+def abort(who: Principal, file_id: str) -> FileView:
     """Give up a pending upload and free its storage."""
-    return jsonify(render_file(service().abort(principal(), file_id)))
+    return service().files.abort(who, file_id)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, request
+from typing import Any
 
-from ..models import Scope
+from flask import Blueprint
+
+from ..keys import CreatedKey
+from ..models import ApiKeyRecord, Principal, Scope
 from ..schemas import (
     KeyCreatedSchema,
     KeyCreateSchema,
@@ -12,35 +15,42 @@ from ..schemas import (
     KeyListSchema,
     KeySchema,
 )
-from . import json_body, load, principal, service
+from . import service
+from .operations import operation
 
 bp = Blueprint("keys", __name__, url_prefix="/v1/keys")
-_create = KeyCreateSchema()
-_created = KeyCreatedSchema()
-_query = KeyListQuerySchema()
-_list = KeyListSchema()
-_key = KeySchema()
 
 
 @bp.post("")
-def create() -> tuple[Response, int]:
+@operation(
+    summary="Mint an API key (admin); the secret is shown once",
+    response=(201, KeyCreatedSchema),
+    errors=(400, 401, 403, 422, 503),
+    body=KeyCreateSchema,
+    scope=Scope.ADMIN,
+)
+def create(who: Principal, body: dict[str, Any]) -> CreatedKey:
     """Mint a key for a tenant; the secret is in this answer and nowhere else."""
-    who = principal(Scope.ADMIN)
-    body = json_body(_create)
-    created = service().create_key(who, body["tenant"], body.get("name"), body.get("scopes"))
-    return jsonify(_created.dump(created)), 201
+    return service().keys.create(who, body["tenant"], body.get("name"), body.get("scopes"))
 
 
 @bp.get("")
-def index() -> Response:
+@operation(
+    summary="List API keys (admin), never their secrets",
+    response=(200, KeyListSchema),
+    errors=(401, 403, 503),
+    query=KeyListQuerySchema,
+    scope=Scope.ADMIN,
+)
+def index(who: Principal, query: dict[str, Any]) -> dict[str, Any]:
     """Every key without its secret, optionally filtered by ``?tenant=``."""
-    who = principal(Scope.ADMIN)
-    query = load(_query, request.args.to_dict())
-    keys = service().list_keys(who, query.get("tenant"))
-    return jsonify(_list.dump({"data": keys, "has_more": False}))
+    return {"data": service().keys.all(who, query.get("tenant")), "has_more": False}
 
 
 @bp.delete("/<key_id>")
-def revoke(key_id: str) -> Response:
+@operation(
+    summary="Revoke an API key (admin)", response=(200, KeySchema), errors=(401, 403, 404, 503)
+)
+def revoke(who: Principal, key_id: str) -> ApiKeyRecord:
     """Revoke a key; requests with it fail with 401 from now on."""
-    return jsonify(_key.dump(service().revoke_key(principal(), key_id)))
+    return service().keys.revoke(who, key_id)

@@ -2,27 +2,41 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, current_app, jsonify
 
+from .. import health as health_check
 from .. import metrics, openapi
+from ..schemas import HealthSchema
 from . import service
+from .operations import operation
 
 bp = Blueprint("meta", __name__)
 
 
 @bp.get("/v1/health")
-def health() -> Response:
+@operation(
+    summary="Health of the database and storage", response=(200, HealthSchema), errors=(503,),
+    auth=False,
+)  # fmt: skip
+def health() -> health_check.Health:
     """200 when the database and storage answer; 503 with the failing check otherwise."""
-    return jsonify(service().health())
+    return health_check.check(service().ctx)
 
 
 @bp.get("/openapi.json")
+@operation(summary="This OpenAPI 3 document", response=(200, None), auth=False,
+           produces="application/json")  # fmt: skip
 def openapi_document() -> Response:
-    """The OpenAPI 3 document, generated from the marshmallow schemas."""
-    return jsonify(openapi.document())
+    """The OpenAPI 3 document, generated from the routes and their schemas."""
+    document = current_app.extensions.get("openapi")
+    if document is None:
+        document = current_app.extensions["openapi"] = openapi.document(current_app)
+    return jsonify(document)
 
 
 @bp.get("/metrics")
+@operation(summary="Prometheus metrics", response=(200, None), auth=False,
+           produces="text/plain")  # fmt: skip
 def prometheus() -> Response:
     """Prometheus text format."""
     return metrics.render()

@@ -175,3 +175,8 @@ class Storage(Protocol):
         """Remove the adapter's own leftovers (temp files, unreferenced data) last touched
         before ``older_than`` (Unix time); return how many were removed."""
         ...
+
+
+# Capability names the use cases ask for (placeholders until storage is split by ability).
+MultipartStorage = Storage
+StreamingStorage = Storage

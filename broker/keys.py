@@ -1,0 +1,54 @@
+"""API key administration (admin scope): mint a key for a tenant, list keys, revoke one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from .auth import ADMIN_KEY_ID, Authenticator, mint_key, require
+from .context import Context
+from .errors import BrokerError
+from .models import ApiKeyRecord, Principal, Scope
+
+
+@dataclass(frozen=True)
+class CreatedKey:
+    """A new key's record and the key itself, shown this once and stored only hashed."""
+
+    record: ApiKeyRecord
+    key: str
+
+
+class Keys:
+    """The admin's key use cases."""
+
+    def __init__(self, ctx: Context, authenticator: Authenticator) -> None:
+        self.ctx = ctx
+        self.authenticator = authenticator
+
+    def create(
+        self, principal: Principal, tenant: str, name: str | None, scopes: list[str] | None
+    ) -> CreatedKey:
+        """Mint a key for a tenant; the answer is the only time it is shown."""
+        require(principal, Scope.ADMIN)
+        scope_set = tuple(dict.fromkeys(scopes or ()))
+        record, key = mint_key(tenant, name, scope_set, self.ctx.now())
+        self.ctx.store.insert_key(record)
+        return CreatedKey(record=record, key=key)
+
+    def all(self, principal: Principal, tenant: str | None) -> list[ApiKeyRecord]:
+        """Every key (never a secret), optionally of one tenant."""
+        require(principal, Scope.ADMIN)
+        return list(self.ctx.store.list_keys(tenant))
+
+    def revoke(self, principal: Principal, key_id: str) -> ApiKeyRecord:
+        """Revoke a key; revoking twice answers the same."""
+        require(principal, Scope.ADMIN)
+        record = self.ctx.store.get_key(key_id) if key_id != ADMIN_KEY_ID else None
+        if record is None:
+            raise BrokerError("key.not_found", f"No API key {key_id}.")
+        if record.revoked_at is None:
+            now = self.ctx.now()
+            self.ctx.store.revoke_key(key_id, now)
+            record = replace(record, revoked_at=now)
+        self.authenticator.forget(key_id)  # this process stops accepting it at once
+        return record

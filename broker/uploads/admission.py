@@ -1,0 +1,70 @@
+"""What a declaration must pass before anything is stored: the bucket's size and type policy,
+a valid key, and whether the bytes go up in parts. JSON and form uploads share it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..config import BucketPolicy
+from ..context import Context
+from ..errors import BrokerError, validation_error
+from ..ids import new_id
+from ..models import FileRecord, Principal, Status
+from ..naming import key_from_name
+from ..parts import MAX_SINGLE_PUT
+
+
+def admit(policy: BucketPolicy, *, size: int, mime_type: str, multipart: bool = False) -> bool:
+    """Check a declaration against the bucket's policy; say whether it goes in parts."""
+    if size > policy.max_size:
+        raise BrokerError(
+            "upload.size_exceeds_limit",
+            f"{size} bytes exceeds bucket {policy.name!r}'s limit of {policy.max_size} bytes.",
+            details={"size": [f"Must be at most {policy.max_size}."]},
+        )
+    if not policy.allows(mime_type):
+        raise BrokerError(
+            "upload.mime_type_not_allowed",
+            f"Bucket {policy.name!r} does not accept {mime_type!r}.",
+            details={"mime_type": [f"Allowed: {', '.join(policy.allowed_mime_types)}."]},
+        )
+    in_parts = multipart or size > min(policy.multipart_threshold, MAX_SINGLE_PUT)
+    if in_parts and size == 0:
+        raise validation_error({"multipart": "An empty file cannot be sent in parts."})
+    return in_parts
+
+
+def new_record(
+    ctx: Context,
+    principal: Principal,
+    policy: BucketPolicy,
+    declared: Mapping[str, Any],
+    *,
+    ttl: int,
+    proxied: bool = False,
+) -> FileRecord:
+    """A pending file for a declaration: a new id, its key (the client's, normalised, or one
+    made from the id and name), and an expiry ``ttl`` seconds from now."""
+    now = ctx.now()
+    file_id = new_id("file")
+    if "key" in declared:
+        key = ctx.key(declared["key"])
+    else:
+        key = key_from_name(file_id.removeprefix("file_").lower(), declared["name"])
+    return FileRecord(
+        id=file_id,
+        tenant=principal.tenant,
+        bucket=policy.name,
+        key=key,
+        name=declared["name"],
+        mime_type=declared["mime_type"],
+        size=declared.get("size") or 0,
+        sha256=declared.get("sha256"),
+        metadata=dict(declared.get("metadata", {})),
+        status=Status.PENDING,
+        created_at=now,
+        updated_at=now,
+        expires_at=now + ttl,
+        proxied=proxied,
+    )

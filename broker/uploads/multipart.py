@@ -1,0 +1,143 @@
+"""Multipart uploads: join the parts on complete, and sign part URLs again to resume."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from ..auth import require
+from ..context import Context
+from ..errors import BrokerError, validation_error
+from ..models import FileRecord, FileView, Principal, Scope, Status, StoredPart
+from ..parts import missing, numbers_text, plan, received
+from ..storage.base import ObjectInfo
+from ..views import UseCase
+
+
+def join_parts(
+    ctx: Context, record: FileRecord, claimed: list[Mapping[str, Any]] | None
+) -> ObjectInfo:
+    """Check every planned part is in storage with its planned length (and, when the
+    client lists parts, that its ETags are storage's), then join them into the object.
+
+    Nothing received yet answers 409 ``upload.not_received``, as for a single PUT. A part
+    not received (absent, of another length, or not the copy the client names) answers
+    422 ``upload.part_missing`` with ``details.missing_parts``. Either way nothing is
+    joined and the file stays pending: the client sends those parts and completes again.
+    """
+    assert record.upload_id is not None
+    assert record.part_size is not None
+    assert ctx.multipart is not None
+    stored = ctx.multipart.list_parts(record.storage_key, record.upload_id)
+    if stored is None:
+        # Not open: another complete may have joined it a moment ago.
+        info = ctx.storage.head(record.storage_key)
+        if info is None:
+            raise BrokerError(
+                "upload.not_received",
+                f"File {record.id}'s multipart upload is not open in storage.",
+            )
+        return info
+    planned = plan(record.size, record.part_size)
+    have = {part.part_number: part for part in received(planned, stored)}
+    if claimed is not None:
+        _check_claimed([p.number for p in planned], claimed, have)
+    if not have:
+        raise BrokerError(
+            "upload.not_received",
+            f"Storage holds no part of file {record.id} yet; PUT the parts first.",
+        )
+    absent = missing(planned, list(have.values()))
+    if absent:
+        odd = sorted({part.part_number for part in stored} & set(absent))
+        raise BrokerError(
+            "upload.part_missing",
+            f"Storage has not received part(s) {numbers_text(absent)} of file {record.id}"
+            + (f" (part(s) {numbers_text(odd)} arrived with another length)." if odd else "."),
+            details={"missing_parts": absent},
+        )
+    return ctx.multipart.finish_multipart(
+        record.storage_key, record.upload_id, [have[p.number] for p in planned]
+    )
+
+
+def _check_claimed(
+    planned: list[int], claimed: list[Mapping[str, Any]], stored: Mapping[int, StoredPart]
+) -> None:
+    """The client's part list must name each planned part once, with storage's ETag
+    (as S3 answers InvalidPart, a part whose ETag storage does not hold is missing)."""
+    numbers = [int(part["part_number"]) for part in claimed]
+    unknown = sorted(set(numbers) - set(planned))
+    if unknown:
+        raise validation_error(
+            {"parts": f"Parts are 1-{len(planned)}; not {numbers_text(unknown)}."}
+        )
+    if len(set(numbers)) != len(numbers):
+        raise validation_error({"parts": "Each part number may appear once."})
+    unlisted = sorted(set(planned) - set(numbers))
+    if unlisted:
+        raise BrokerError(
+            "upload.part_missing",
+            f"The list of parts lacks part(s) {numbers_text(unlisted)}.",
+            details={"missing_parts": unlisted},
+        )
+    for part in claimed:
+        held = stored.get(int(part["part_number"]))
+        if held is not None and str(part["etag"]).strip('"') != held.etag:
+            raise BrokerError(
+                "upload.part_missing",
+                f"Storage holds part {held.part_number} with ETag {held.etag!r}, not "
+                f"{part['etag']!r}: send the part again, or complete with storage's ETag.",
+                details={"missing_parts": [held.part_number]},
+            )
+
+
+class PartReissue(UseCase):
+    """``reissue``: fresh part URLs for a pending multipart upload (resume)."""
+
+    def reissue(
+        self,
+        principal: Principal,
+        file_id: str,
+        part_numbers: list[int] | None = None,
+        expires_in: int | None = None,
+    ) -> FileView:
+        """Sign the parts not yet received (or those asked for) again; the file's expiry
+        moves out to theirs."""
+        require(principal, Scope.FILES_WRITE)
+        ctx = self.ctx
+        record = ctx.file(principal, file_id)
+        if record.status is not Status.PENDING:
+            raise BrokerError(
+                "upload.not_pending", f"File {record.id} is {record.status.value}, not pending."
+            )
+        if record.part_size is None or record.upload_id is None or ctx.multipart is None:
+            raise validation_error({"part_numbers": "This file is not uploaded in parts."})
+        planned = plan(record.size, record.part_size)
+        stored = ctx.multipart.list_parts(record.storage_key, record.upload_id)
+        if stored is None:
+            raise BrokerError(
+                "upload.not_pending", f"File {record.id}'s multipart upload is no longer open."
+            )
+        have = received(planned, stored)
+        if part_numbers is None:
+            part_numbers = missing(planned, have)
+        else:
+            unknown = sorted(set(part_numbers) - {p.number for p in planned})
+            if unknown:
+                raise validation_error(
+                    {"part_numbers": f"Parts are 1-{len(planned)}; not {numbers_text(unknown)}."}
+                )
+        now = ctx.now()
+        ttl = min(expires_in or ctx.settings.upload_ttl, ctx.policy_of(record).max_url_ttl)
+        expires_at = max(record.expires_at, now + ttl)
+        if not ctx.store.extend(record.tenant, record.id, expires_at, updated_at=now):
+            return self.views.view(ctx.file(principal, file_id))
+        record = replace(record, expires_at=expires_at, updated_at=now)
+        return FileView(
+            record=record,
+            offset=sum(part.size for part in have),
+            upload=self.views.parts(record, wanted=set(part_numbers)),
+            parts_received=have,
+        )
