@@ -4,7 +4,7 @@ Run from the project root::
 
     .venv/bin/python bench/create.py [--duration 8] [--warmup 2] [--rounds 3]
                                      [--connections 16] [--threads 1] [--storage local|s3]
-                                     [--baseline REF]
+                                     [--baseline REF] [--key tenant|admin]
 
 Gunicorn servers run with the broker's own settings (``bench/gunicorn_conf.py`` loads the
 served tree's ``broker.gunicorn_conf``: gthread, 2 workers), each on a free port of
@@ -18,7 +18,7 @@ served tree's ``broker.gunicorn_conf``: gthread, 2 workers), each on a free port
   reports the files it imported, and the run is void unless they are all from that tree.
 
 wrk sends each the same request (POST, same headers, same JSON body; the brokers a tenant
-key minted on each) one target at a time, in rounds
+key minted on each, or the admin key with ``--key admin``) one target at a time, in rounds
 whose order alternates (hello, naive, broker, baseline, then the reverse, ...) so slow
 drifts of a noisy machine hit every target alike; each target's figure is its median over
 the rounds. The headline is each broker's server CPU per create over the floor's ("x
@@ -69,6 +69,15 @@ WRK_TIMEOUT_S = 10  # per request; a slower answer counts as a socket error (and
 
 HELLO_TARGET = 0.60  # broker req/s over the hello-world floor's
 NAIVE_TARGET = 3.0  # broker req/s over naive boto3 signing's
+
+KEY_CHOICES: Mapping[str, str] = {
+    "tenant": "a tenant key per broker (tenant 'bench', default scopes, minted with POST "
+    "/v1/keys and the admin key), so each create looks its key up; hello and naive get "
+    "the same header",
+    "admin": "the admin key (BROKER_ADMIN_KEY) for every target: a constant-time compare, "
+    "no key lookup (--key tenant, the default, measures the lookup too)",
+}
+"""``--key``: what the load authenticates with, as the run says it."""
 
 DECLARATION: Mapping[str, Any] = {"name": "a.txt", "size": 1234, "mime_type": "text/plain"}
 """The body of every load request. No ``key``: the broker generates a unique one each time."""
@@ -605,7 +614,9 @@ def mint_key(broker: Server, admin_key: str) -> str:
         body={"tenant": "bench", "name": "bench"},
     )
     if reply.status != 201 or not isinstance(reply.body, dict) or "key" not in reply.body:
-        raise BenchError(f"{broker.name}: POST /v1/keys answered {reply.describe()}")
+        raise BenchError(
+            f"{broker.name}: POST /v1/keys answered {reply.describe()} (--key admin does without)"
+        )
     key: str = reply.body["key"]
     return key
 
@@ -1016,6 +1027,7 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
         f"{args.connections} connections, {args.warmup} s warm-up + {args.duration} s measured, "
         f"{args.rounds} rounds; storage {args.storage}"
     )
+    say(f"key:     {KEY_CHOICES[args.key]}")
     say(f"code:    broker: {work_tree_code()}")
     targets = list(TARGETS)
     servers: dict[str, Server] = {}
@@ -1029,7 +1041,10 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
         say("starting servers (127.0.0.1 only):")
         start_servers(workdir, targets, args.storage, admin_key, servers)
         brokers = [t for t in targets if t.is_broker]
-        keys = {t.name: mint_key(servers[t.name], admin_key) for t in brokers}
+        if args.key == "admin":
+            keys = dict.fromkeys((t.name for t in targets), admin_key)
+        else:
+            keys = {t.name: mint_key(servers[t.name], admin_key) for t in brokers}
         # hello and naive get a header like the brokers': the work tree broker's key.
         headers = {
             t.name: {"Authorization": f"Bearer {keys.get(t.name, keys[BROKER.name])}"}
@@ -1097,6 +1112,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="also measure the broker as of git ref REF (a commit, branch, HEAD~3, ...), "
         "served from a temporary git worktree, and compare its CPU per create with this "
         "tree's in the same run",
+    )
+    parser.add_argument(
+        "--key",
+        choices=tuple(KEY_CHOICES),
+        default="tenant",
+        help="authenticate the load with a minted tenant key (default) or the admin key",
     )
     parser.add_argument(
         "--keep-temp",
