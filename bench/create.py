@@ -4,24 +4,32 @@ Run from the project root::
 
     .venv/bin/python bench/create.py [--duration 8] [--warmup 2] [--rounds 3]
                                      [--connections 16] [--threads 1] [--storage local|s3]
+                                     [--baseline REF] [--key tenant|admin]
 
-Three gunicorn servers run with the broker's own settings (``--config
-python:broker.gunicorn_conf``, gthread, 2 workers), each on a free port of 127.0.0.1 with
-its own temporary data and Prometheus directories:
+Gunicorn servers run with the broker's own settings (``bench/gunicorn_conf.py`` loads the
+served tree's ``broker.gunicorn_conf``: gthread, 2 workers), each on a free port of
+127.0.0.1 with its own temporary data and Prometheus directories:
 
-- ``hello``:  ``bench.apps.hello:app``, one route answering a small JSON object;
-- ``naive``:  ``bench.apps.naive:app``, two ``generate_presigned_url`` calls per request;
-- ``broker``: ``wsgi:app``, the broker itself, declaring a file per request.
+- ``hello``:    ``bench.apps.hello:app``, one route answering a small JSON object;
+- ``naive``:    ``bench.apps.naive:app``, two ``generate_presigned_url`` calls per request;
+- ``broker``:   ``wsgi:app``, the broker itself (this work tree), declaring a file per request;
+- ``baseline``: with ``--baseline REF``, ``wsgi:app`` as of git ref REF, served from a
+  temporary ``git worktree`` of it (its cwd, ``--chdir`` and ``PYTHONPATH``); every worker
+  reports the files it imported, and the run is void unless they are all from that tree.
 
-wrk sends each the same request (POST, same headers, same JSON body) one target at a time,
-in rounds whose order alternates (hello, naive, broker, then broker, naive, hello, ...) so
-slow drifts of a noisy machine hit every target alike; each target's figure is its median
-over the rounds. The broker run is also checked for correctness: no non-2xx answers, no
-socket errors, and at least as many files written as wrk counted answers.
+wrk sends each the same request (POST, same headers, same JSON body; the brokers a tenant
+key minted on each, or the admin key with ``--key admin``) one target at a time, in rounds
+whose order alternates (hello, naive, broker, baseline, then the reverse, ...) so slow
+drifts of a noisy machine hit every target alike; each target's figure is its median over
+the rounds. The headline is each broker's server CPU per create over the floor's ("x
+floor"), and with a baseline the after/before ratio of CPU per create, both within one run.
+Each broker run is also checked for correctness: no non-2xx answers, no socket errors, and
+at least as many files written as wrk counted answers.
 
 The exit status is 0 whatever the ratios say (this is a measurement); 1 when something is
 broken (a server did not start, a wrong answer, rows missing); 130 when interrupted.
-Servers are always stopped, also on errors and Ctrl-C. Nothing is written into the repo.
+Servers are always stopped and the baseline's worktree removed, also on errors and Ctrl-C.
+Nothing is written into the repo.
 """
 
 from __future__ import annotations
@@ -42,15 +50,17 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from textwrap import shorten
 from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 LOOPBACK = "127.0.0.1"
-GUNICORN_CONFIG = "python:broker.gunicorn_conf"
+GUNICORN_CONFIG = PROJECT_ROOT / "bench" / "gunicorn_conf.py"
+"""Every server's ``--config``: its own tree's ``broker.gunicorn_conf``, plus a report."""
 WORKERS = 2
 STARTUP_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
@@ -59,6 +69,15 @@ WRK_TIMEOUT_S = 10  # per request; a slower answer counts as a socket error (and
 
 HELLO_TARGET = 0.60  # broker req/s over the hello-world floor's
 NAIVE_TARGET = 3.0  # broker req/s over naive boto3 signing's
+
+KEY_CHOICES: Mapping[str, str] = {
+    "tenant": "a tenant key per broker (tenant 'bench', default scopes, minted with POST "
+    "/v1/keys and the admin key), so each create looks its key up; hello and naive get "
+    "the same header",
+    "admin": "the admin key (BROKER_ADMIN_KEY) for every target: a constant-time compare, "
+    "no key lookup (--key tenant, the default, measures the lookup too)",
+}
+"""``--key``: what the load authenticates with, as the run says it."""
 
 DECLARATION: Mapping[str, Any] = {"name": "a.txt", "size": 1234, "mime_type": "text/plain"}
 """The body of every load request. No ``key``: the broker generates a unique one each time."""
@@ -168,13 +187,22 @@ def server_env(workdir: Path, extra: Mapping[str, str]) -> dict[str, str]:
 
 
 class Server:
-    """A gunicorn master (and its workers) serving one app on a free loopback port."""
+    """A gunicorn master (and its workers) serving one app from ``root`` on a loopback port.
 
-    def __init__(self, name: str, app: str, workdir: Path, env: Mapping[str, str]) -> None:
+    ``root`` (a source tree: the project's, or a baseline's git worktree) is gunicorn's cwd,
+    ``--chdir`` and ``PYTHONPATH``, so the app, ``broker`` and the broker's gunicorn settings
+    are imported from it, ahead of the project's editable install.
+    """
+
+    def __init__(
+        self, name: str, app: str, root: Path, workdir: Path, env: Mapping[str, str]
+    ) -> None:
         self.name = name
         self.app = app
+        self.root = root
         self.workdir = workdir
-        self.env = dict(env)
+        self.env = {**env, "PYTHONPATH": str(root), "BENCH_REPORT_DIR": str(self.report_dir)}
+        self.report_dir.mkdir(parents=True)
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -193,6 +221,11 @@ class Server:
         """gunicorn's access log (its stdout): one line per request."""
         return self.workdir / "gunicorn.out"
 
+    @property
+    def report_dir(self) -> Path:
+        """Where each worker writes what it serves (``bench/gunicorn_conf.py``)."""
+        return self.workdir / "reports"
+
     def start(self) -> None:
         """Launch gunicorn in its own session (so Ctrl-C reaches us, and we stop it)."""
         command = [
@@ -200,7 +233,9 @@ class Server:
             "-m",
             "gunicorn",
             "--config",
-            GUNICORN_CONFIG,
+            str(GUNICORN_CONFIG),
+            "--chdir",
+            str(self.root),
             "--bind",
             f"{LOOPBACK}:{self.port}",
             "--workers",
@@ -210,7 +245,7 @@ class Server:
         with self.access_log.open("wb") as out, self.error_log.open("wb") as err:
             self.proc = subprocess.Popen(
                 command,
-                cwd=PROJECT_ROOT,
+                cwd=self.root,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -243,6 +278,44 @@ class Server:
             f"{self.name}: not ready after {STARTUP_TIMEOUT:.0f} s (GET {path}: {last}).\n"
             f"{self.log_tail()}"
         )
+
+    def served_code(self) -> str:
+        """Wait for every worker's report; BenchError unless all it serves is from ``root``.
+
+        Checked in each worker, after it loaded the app: the app's module, ``broker`` and its
+        gunicorn settings, and every other ``broker.*`` module loaded. Returns the settings
+        line the workers report (gunicorn's resolved configuration).
+        """
+        assert self.proc is not None
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while len(reports := sorted(self.report_dir.glob("worker-*.json"))) < WORKERS:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise BenchError(
+                    f"{self.name}: {len(reports)} of {WORKERS} workers reported what they "
+                    f"serve.\n{self.log_tail()}"
+                )
+            time.sleep(0.1)
+        root = self.root.resolve()
+        needed = {self.app.split(":")[0], "broker", "broker.gunicorn_conf"}
+        settings: set[str] = set()
+        for path in reports:
+            report = json.loads(path.read_text())
+            settings.add(report["settings"])
+            files: dict[str, str | None] = report["modules"]
+            wrong = [f"{name} not loaded" for name in sorted(needed - files.keys())]
+            wrong += [
+                f"{name} from {file}"
+                for name, file in sorted(files.items())
+                if file is None or not Path(file).resolve().is_relative_to(root)
+            ]
+            if wrong:
+                raise BenchError(
+                    f"{self.name}: worker {report['pid']} does not serve {root} alone: "
+                    + "; ".join(wrong[:5])
+                )
+        if len(settings) != 1:
+            raise BenchError(f"{self.name}: workers report different settings: {settings}")
+        return settings.pop()
 
     def cpu_seconds(self) -> float | None:
         """CPU time (user + system) used so far by the master and its workers; None off Linux.
@@ -462,19 +535,54 @@ class Load:
 
 @dataclass(frozen=True)
 class Target:
-    """One server under test: what gunicorn serves and where the load goes."""
+    """One server under test: what gunicorn serves, from which tree, and where the load goes."""
 
     name: str
+    """Its key and the name of its temporary directory."""
+    label: str
+    """Short, in the ratio lines."""
     title: str
+    """In the table."""
     app: str
     load_path: str
     ready_path: str
+    root: Path = PROJECT_ROOT
+    is_broker: bool = False
 
 
-HELLO = Target("hello", "Flask hello-world (floor)", "bench.apps.hello:app", "/", "/")
-NAIVE = Target("naive", "Flask + boto3 presign x2", "bench.apps.naive:app", "/v1/files", "/healthz")
-BROKER = Target("broker", "broker POST /v1/files", "wsgi:app", "/v1/files", "/v1/health")
+HELLO = Target(
+    "hello", "hello-world floor", "Flask hello-world (floor)", "bench.apps.hello:app", "/", "/"
+)
+NAIVE = Target(
+    "naive",
+    "naive boto3",
+    "Flask + boto3 presign x2",
+    "bench.apps.naive:app",
+    "/v1/files",
+    "/healthz",
+)
+BROKER = Target(
+    "broker",
+    "broker",
+    "broker POST /v1/files",
+    "wsgi:app",
+    "/v1/files",
+    "/v1/health",
+    is_broker=True,
+)
 TARGETS = (HELLO, NAIVE, BROKER)
+RATIO_GOALS = ((HELLO, HELLO_TARGET), (NAIVE, NAIVE_TARGET))
+
+
+def baseline_target(ref: str, tree: Path) -> Target:
+    """The broker as of git ref ``ref``, served from its checkout ``tree``."""
+    return replace(
+        BROKER,
+        name="baseline",
+        label=f"broker@{ref}",
+        title=f"broker@{ref} POST /v1/files",
+        root=tree,
+    )
 
 
 def ready_check(target: Target, storage: str) -> Callable[[Reply], bool]:
@@ -488,7 +596,7 @@ def ready_check(target: Target, storage: str) -> Callable[[Reply], bool]:
     def accept(reply: Reply) -> bool:
         if reply.status == 200:
             return True
-        if target is BROKER and storage == "s3" and reply.status == 503:
+        if target.is_broker and storage == "s3" and reply.status == 503:
             error = reply.body.get("error") if isinstance(reply.body, dict) else None
             return isinstance(error, dict) and error.get("code") == "storage.unavailable"
         return False
@@ -506,7 +614,9 @@ def mint_key(broker: Server, admin_key: str) -> str:
         body={"tenant": "bench", "name": "bench"},
     )
     if reply.status != 201 or not isinstance(reply.body, dict) or "key" not in reply.body:
-        raise BenchError(f"broker: POST /v1/keys answered {reply.describe()}")
+        raise BenchError(
+            f"{broker.name}: POST /v1/keys answered {reply.describe()} (--key admin does without)"
+        )
     key: str = reply.body["key"]
     return key
 
@@ -578,28 +688,30 @@ def verify_rows(broker: Server, headers: Mapping[str, str], answered: int, slack
     data = buckets.body.get("data") if isinstance(buckets.body, dict) else None
     counts = [b.get("file_count") for b in data or [] if b.get("name") == "default"]
     if buckets.status != 200 or len(counts) != 1 or not isinstance(counts[0], int):
-        raise BenchError(f"broker: GET /v1/buckets answered {buckets.describe()}")
+        raise BenchError(f"{broker.name}: GET /v1/buckets answered {buckets.describe()}")
     written = counts[0]
     if written < answered:
         raise BenchError(
-            f"broker: {answered} creates were answered but only {written} files exist: "
+            f"{broker.name}: {answered} creates were answered but only {written} files exist: "
             "some answers were not written (or were not 2xx)"
         )
     if written > answered + slack:
         raise BenchError(
-            f"broker: {written} files exist for {answered} answered creates "
+            f"{broker.name}: {written} files exist for {answered} answered creates "
             f"(at most {slack} more could have been in flight)"
         )
     listing = call(broker.port, "GET", "/v1/buckets/default/files?limit=1", headers=headers)
     rows = listing.body.get("data") if isinstance(listing.body, dict) else None
     if listing.status != 200 or not rows:
-        raise BenchError(f"broker: the listing is empty: {listing.describe()}")
+        raise BenchError(f"{broker.name}: the listing is empty: {listing.describe()}")
     newest = rows[0]
     for name, expected in (*DECLARATION.items(), ("status", "pending")):
         if newest.get(name) != expected:
-            raise BenchError(f"broker: the newest file has {name}={newest.get(name)!r}: {newest}")
+            raise BenchError(
+                f"{broker.name}: the newest file has {name}={newest.get(name)!r}: {newest}"
+            )
     if listing.body.get("has_more") is not True:
-        raise BenchError(f"broker: the listing should have more pages: {listing.describe()}")
+        raise BenchError(f"{broker.name}: the listing should have more pages: {listing.describe()}")
     return (
         f"{written} files written for {answered} answered creates "
         f"(+{written - answered} in flight at wrk's cut-offs); newest: "
@@ -615,26 +727,6 @@ def say(message: str = "", end: str = "\n") -> None:
     print(message, end=end, flush=True)
 
 
-def gunicorn_facts(env: Mapping[str, str]) -> str:
-    """What the broker's gunicorn configuration resolves to here, read from the module."""
-    probe = (
-        "import gunicorn, broker.gunicorn_conf as c; "
-        "print(f'gunicorn {gunicorn.__version__}, {c.worker_class} workers, "
-        "{c.threads} threads each, keepalive {c.keepalive} s, access log {c.accesslog!r}')"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", probe],
-        cwd=PROJECT_ROOT,
-        env=dict(env),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise BenchError(f"cannot import the broker's gunicorn configuration:\n{done.stderr}")
-    return done.stdout.strip()
-
-
 def wrk_version(wrk: str) -> str:
     """``wrk 4.1.0 [epoll]`` or so (wrk -v prints it before its usage text)."""
     done = subprocess.run([wrk, "-v"], capture_output=True, text=True, check=False)
@@ -642,69 +734,138 @@ def wrk_version(wrk: str) -> str:
     return first[0].split(" Copyright")[0] if first else "wrk (unknown version)"
 
 
-def start_servers(workdir: Path, storage: str, admin_key: str, servers: dict[str, Server]) -> None:
-    """Start the three servers at once (startup is not measured) and wait until ready.
-
-    Each server is put in ``servers`` as soon as it is launched, so the caller can stop it
-    whatever happens next.
-    """
-    for target in TARGETS:
-        extra: dict[str, str] = {}
-        if target is BROKER:
-            extra["BROKER_ADMIN_KEY"] = admin_key
-            if storage == "s3":
-                extra.update(S3_ENV)
-        home = workdir / target.name
-        server = Server(target.name, target.app, home, server_env(home, extra))
-        servers[target.name] = server
-        server.start()
-    for target in TARGETS:
-        server = servers[target.name]
-        try:
-            reply = server.wait_ready(target.ready_path, ready_check(target, storage))
-        except BenchError as exc:
-            if target is BROKER and storage == "s3":
-                raise BenchError(
-                    "the broker did not start with --storage s3. The S3 adapter may not have "
-                    "landed yet (or rejects this configuration); --storage local needs "
-                    f"nothing else.\n{exc}"
-                ) from None
-            raise
-        note = "" if reply.status == 200 else f" (health {reply.status}: S3 endpoint is dead)"
-        say(f"  {target.name:<7} {server.url}  {target.app}{note}")
+def git(*args: str) -> str:
+    """What ``git args`` prints, run in the project; BenchError if it fails."""
+    done = subprocess.run(
+        ["git", "-C", str(PROJECT_ROOT), *args], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise BenchError(f"`git {' '.join(args)}` failed: {done.stderr.strip()}")
+    return done.stdout.strip()
 
 
-def stop_servers(servers: Mapping[str, Server]) -> None:
-    """Stop every server, shielded from a second Ctrl-C while doing so."""
+def work_tree_code() -> str:
+    """Which code the ``broker`` target serves: this work tree at its HEAD, and whether the
+    served files (``broker/``, ``wsgi.py``) have uncommitted changes."""
+    try:
+        head = git("log", "-1", "--format=%h %s")
+        changed = git("status", "--porcelain", "--", "broker", "wsgi.py")
+    except BenchError:
+        return f"the work tree {PROJECT_ROOT} (not a git checkout)"
+    edits = ", with uncommitted changes to broker/ or wsgi.py" if changed else ""
+    return f"this work tree, HEAD {shorten(head, 64)}{edits}"
+
+
+@contextlib.contextmanager
+def sigint_ignored() -> Iterator[None]:
+    """Shield cleanup from a second Ctrl-C."""
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        for server in servers.values():
-            server.stop()
+        yield
     finally:
         signal.signal(signal.SIGINT, previous)
 
 
+@contextlib.contextmanager
+def baseline_worktree(ref: str, path: Path) -> Iterator[str]:
+    """A detached checkout of ``ref`` at ``path`` (``git worktree add``); yields ``<short id>
+    <subject>``. Removed afterwards, also on errors and Ctrl-C: the directory and git's
+    record of it."""
+    try:
+        commit = git("rev-parse", "--verify", "--end-of-options", f"{ref}^{{commit}}")
+    except BenchError as exc:
+        raise BenchError(f"--baseline {ref}: no such commit here ({exc})") from None
+    try:
+        git("worktree", "add", "--detach", str(path), commit)
+        yield git("log", "-1", "--format=%h %s", commit)
+    finally:
+        with sigint_ignored():
+            try:
+                git("worktree", "remove", "--force", "--force", str(path))
+            except BenchError:  # never added, or half (interrupted): drop what exists
+                shutil.rmtree(path, ignore_errors=True)
+                with contextlib.suppress(BenchError):
+                    git("worktree", "prune")
+
+
+def start_servers(
+    workdir: Path,
+    targets: Sequence[Target],
+    storage: str,
+    admin_key: str,
+    servers: dict[str, Server],
+) -> None:
+    """Start every target's server at once (startup is not measured) and wait until ready,
+    and until each worker has shown that it serves its target's tree alone.
+
+    Each server is put in ``servers`` as soon as it is launched, so the caller can stop it
+    whatever happens next.
+    """
+    for target in targets:
+        extra: dict[str, str] = {}
+        if target.is_broker:
+            extra["BROKER_ADMIN_KEY"] = admin_key
+            if storage == "s3":
+                extra.update(S3_ENV)
+        home = workdir / target.name
+        server = Server(target.name, target.app, target.root, home, server_env(home, extra))
+        servers[target.name] = server
+        server.start()
+    settings: dict[str, str] = {}
+    for target in targets:
+        server = servers[target.name]
+        try:
+            reply = server.wait_ready(target.ready_path, ready_check(target, storage))
+        except BenchError as exc:
+            if target.is_broker and storage == "s3":
+                raise BenchError(
+                    f"{target.name} did not start with --storage s3. The S3 adapter may not "
+                    "have landed yet (or rejects this configuration); --storage local needs "
+                    f"nothing else.\n{exc}"
+                ) from None
+            raise
+        settings[target.name] = server.served_code()
+        note = "" if reply.status == 200 else f" (health {reply.status}: S3 endpoint is dead)"
+        say(f"  {target.name:<8} {server.url}  {target.app} from {target.root}{note}")
+    if len(set(settings.values())) == 1:
+        say(f"servers: {settings[targets[0].name]} (as every worker reports)")
+    else:
+        say("servers: each tree's broker.gunicorn_conf sets its own, and they differ:")
+        for name, line in settings.items():
+            say(f"  {name:<8} {line}")
+
+
+def stop_servers(servers: Mapping[str, Server]) -> None:
+    """Stop every server, shielded from a second Ctrl-C while doing so."""
+    with sigint_ignored():
+        for server in servers.values():
+            server.stop()
+
+
 def measure(
-    args: argparse.Namespace, load: Load, servers: Mapping[str, Server]
-) -> tuple[dict[str, list[Sample]], int, int]:
+    args: argparse.Namespace,
+    targets: Sequence[Target],
+    loads: Mapping[str, Load],
+    servers: Mapping[str, Server],
+) -> tuple[dict[str, list[Sample]], dict[str, int]]:
     """Warm up and measure each target in turn, for every round (order alternating).
 
-    Returns each target's measured runs, and for the broker how many creates wrk counted
-    (warm-ups included) and how many wrk runs it took.
+    Returns each target's measured runs, and how many answers wrk counted for each (warm-ups
+    included).
     """
-    results: dict[str, list[Sample]] = {t.name: [] for t in TARGETS}
-    broker_answered = broker_runs = 0
+    results: dict[str, list[Sample]] = {t.name: [] for t in targets}
+    answered = dict.fromkeys(results, 0)
     phases = (("warm-up", args.warmup), ("measured run", args.duration))
     for round_index in range(args.rounds):
-        order = TARGETS if round_index % 2 == 0 else tuple(reversed(TARGETS))
+        order = targets if round_index % 2 == 0 else tuple(reversed(targets))
         for target in order:
             server = servers[target.name]
             url = server.url + target.load_path
-            say(f"  round {round_index + 1}/{args.rounds}  {target.name:<7}", end="")
+            say(f"  round {round_index + 1}/{args.rounds}  {target.name:<8}", end="")
             runs = [(phase, seconds) for phase, seconds in phases if seconds]
             for phase, seconds in runs:
                 cpu_before = server.cpu_seconds()
-                result = load.run(url, seconds)
+                result = loads[target.name].run(url, seconds)
                 cpu_after = server.cpu_seconds()
                 if result.problems:
                     say()
@@ -712,9 +873,7 @@ def measure(
                         f"{target.name} ({phase}): {', '.join(result.problems)}.\n"
                         f"{non_2xx_lines(server.access_log)}{server.log_tail(10)}"
                     )
-                if target is BROKER:
-                    broker_answered += result.requests
-                    broker_runs += 1
+                answered[target.name] += result.requests
             # The measured run is the last one.
             cpu_ms = None
             if cpu_before is not None and cpu_after is not None and result.requests:
@@ -725,7 +884,7 @@ def measure(
                 f"{result.rps:9.1f} req/s   p50 {result.p50_ms:7.2f} ms   "
                 f"p99 {result.p99_ms:7.2f} ms   {cpu}   ({result.requests} requests)"
             )
-    return results, broker_answered, broker_runs
+    return results, answered
 
 
 def non_2xx_lines(access_log: Path, limit: int = 5) -> str:
@@ -772,77 +931,146 @@ class Summary:
         )
 
 
-def report(results: Mapping[str, Sequence[Sample]]) -> None:
-    """The per-target table and the two ratios, PASS or FAIL against their targets."""
-    summaries = {name: Summary.of(samples) for name, samples in results.items()}
+def quotient(top: float | None, bottom: float | None) -> float | None:
+    """``top / bottom``, or None when either is unknown (or the bottom is 0)."""
+    return top / bottom if top is not None and bottom else None
+
+
+def figure(value: float | None, width: int = 0) -> str:
+    """A ratio or a time with two decimals, right-aligned in ``width``; ``n/a`` if unknown."""
+    return f"{value:{width}.2f}" if value is not None else f"{'n/a':>{width}}"
+
+
+def per_round(
+    top: Sequence[Sample], bottom: Sequence[Sample], value: Callable[[Sample], float | None]
+) -> str:
+    """``value`` of ``top`` over ``value`` of ``bottom``, round by round."""
+    pairs = zip(top, bottom, strict=True)
+    return ", ".join(figure(quotient(value(t), value(b))) for t, b in pairs)
+
+
+def cpu_of(sample: Sample) -> float | None:
+    """A run's server CPU per request."""
+    return sample.cpu_ms
+
+
+def rps_of(sample: Sample) -> float | None:
+    """A run's requests per second."""
+    return sample.wrk.rps
+
+
+def report(targets: Sequence[Target], results: Mapping[str, Sequence[Sample]]) -> None:
+    """The per-target table; each broker's CPU per create over the floor's; the req/s ratios
+    (PASS or FAIL against their targets); with a baseline, after/before CPU per create."""
+    summaries = {t.name: Summary.of(results[t.name]) for t in targets}
+    brokers = [t for t in targets if t.is_broker]
+    ratios = [(b, other, goal) for b in brokers for other, goal in RATIO_GOALS]
+    width = 2 + max(
+        26,
+        *(len(t.title) for t in targets),
+        *(len(f"{b.label} / {o.label}") for b, o, _ in ratios),
+    )
     say()
     say(
-        f"{'target':<28}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>9}{'spread':>8}"
-        f"{'CPU ms/req':>12}"
+        f"{'target':<{width}}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>9}"
+        f"{'spread':>8}{'CPU ms/req':>12}"
     )
-    for target in TARGETS:
+    for target in targets:
         s = summaries[target.name]
-        cpu = f"{s.cpu_ms:12.2f}" if s.cpu_ms is not None else f"{'n/a':>12}"
         say(
-            f"{target.title:<28}{s.rps:10.1f}{s.p50_ms:10.2f}{s.p99_ms:10.2f}"
-            f"{s.non_2xx:9d}{s.spread:8.0%}{cpu}"
+            f"{target.title:<{width}}{s.rps:10.1f}{s.p50_ms:10.2f}{s.p99_ms:10.2f}"
+            f"{s.non_2xx:9d}{s.spread:8.0%}{figure(s.cpu_ms, 12)}"
         )
     say("(medians over the rounds; spread = (max - min) / median of req/s;")
     say(" CPU ms/req = the server's CPU time, master and workers, per answered request)")
     say()
-    broker = summaries[BROKER.name]
-    say(f"{'ratio of req/s':<28}{'median':>7}{'target':>10}  verdict  {'by CPU':>6}  rounds")
-    for other, title, goal in (
-        (HELLO, "broker / hello-world floor", HELLO_TARGET),
-        (NAIVE, "broker / naive boto3", NAIVE_TARGET),
-    ):
-        ratio = broker.rps / summaries[other.name].rps
-        per_round = ", ".join(
-            f"{b.wrk.rps / o.wrk.rps:.2f}"
-            for b, o in zip(results[BROKER.name], results[other.name], strict=True)
-        )
-        other_cpu = summaries[other.name].cpu_ms
-        by_cpu = f"{other_cpu / broker.cpu_ms:.2f}" if other_cpu and broker.cpu_ms else "n/a"
+    floor = results[HELLO.name]
+    say(f"{'CPU per create':<{width}}{'ms/req':>7}{'x floor':>9}  rounds (x floor)")
+    for b in brokers:
+        cpu = summaries[b.name].cpu_ms
+        times_floor = figure(quotient(cpu, summaries[HELLO.name].cpu_ms), 9)
+        rounds = per_round(results[b.name], floor, cpu_of)
+        say(f"{b.label:<{width}}{figure(cpu, 7)}{times_floor}  {rounds}")
+    say("(x floor: the broker's CPU per request over the hello-world's; lower is better)")
+    say()
+    say(f"{'ratio of req/s':<{width}}{'median':>7}{'target':>10}  verdict  {'by CPU':>6}  rounds")
+    for b, other, goal in ratios:
+        broker, them = summaries[b.name], summaries[other.name]
+        ratio = broker.rps / them.rps
+        rounds = per_round(results[b.name], results[other.name], rps_of)
+        by_cpu = figure(quotient(them.cpu_ms, broker.cpu_ms), 6)
         verdict = "PASS" if ratio >= goal else "FAIL"
         wanted = f">= {goal:.2f}"
-        say(f"{title:<28}{ratio:7.2f}{wanted:>10}  {verdict:<7}  {by_cpu:>6}  {per_round}")
+        title = f"{b.label} / {other.label}"
+        say(f"{title:<{width}}{ratio:7.2f}{wanted:>10}  {verdict:<7}  {by_cpu}  {rounds}")
     say("(by CPU: the other's CPU/req over the broker's, i.e. the ratio if CPU were the only")
     say(" limit; a req/s ratio well below it means the broker waits rather than computes)")
+    if len(brokers) == 2:
+        after, before = brokers
+        change = quotient(summaries[after.name].cpu_ms, summaries[before.name].cpu_ms)
+        rounds = per_round(results[after.name], results[before.name], cpu_of)
+        say()
+        say(f"after/before CPU per create: {figure(change)}")
+        say(
+            f"({after.label} over {before.label}, medians of this run; rounds {rounds}; "
+            "below 1.00: the work tree costs less)"
+        )
 
 
 def run(args: argparse.Namespace, workdir: Path) -> None:
     """The whole benchmark inside ``workdir`` (temporary, outside the repo)."""
     wrk = ensure_wrk()
     admin_key = secrets.token_urlsafe(32)
-    servers: dict[str, Server] = {}
-    probe_home = workdir / "probe"
     say(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, {wrk_version(wrk)}")
-    say(f"servers: {gunicorn_facts(server_env(probe_home, {}))}; {WORKERS} workers (--workers)")
     say(
         f"load:    POST {json.dumps(DECLARATION)}; wrk {args.threads} thread(s), "
         f"{args.connections} connections, {args.warmup} s warm-up + {args.duration} s measured, "
         f"{args.rounds} rounds; storage {args.storage}"
     )
-    say("starting servers (127.0.0.1 only):")
-    try:
-        start_servers(workdir, args.storage, admin_key, servers)
-        key = mint_key(servers[BROKER.name], admin_key)
-        headers = {"Authorization": f"Bearer {key}"}
-        created = sum(smoke_check(t, servers[t.name], headers, args.storage) for t in TARGETS)
-        script = workdir / "post.lua"
-        write_wrk_script(
-            script, json.dumps(DECLARATION), {**headers, "Content-Type": "application/json"}
-        )
-        load = Load(wrk, script, args.connections, args.threads)
+    say(f"key:     {KEY_CHOICES[args.key]}")
+    say(f"code:    broker: {work_tree_code()}")
+    targets = list(TARGETS)
+    servers: dict[str, Server] = {}
+    with contextlib.ExitStack() as cleanup:
+        if args.baseline:
+            tree = workdir / "baseline-tree"
+            commit = cleanup.enter_context(baseline_worktree(args.baseline, tree))
+            targets.append(baseline_target(args.baseline, tree))
+            say(f"         baseline: broker@{args.baseline} = {shorten(commit, 64)} (git worktree)")
+        cleanup.callback(stop_servers, servers)  # runs first: before the worktree goes
+        say("starting servers (127.0.0.1 only):")
+        start_servers(workdir, targets, args.storage, admin_key, servers)
+        brokers = [t for t in targets if t.is_broker]
+        if args.key == "admin":
+            keys = dict.fromkeys((t.name for t in targets), admin_key)
+        else:
+            keys = {t.name: mint_key(servers[t.name], admin_key) for t in brokers}
+        # hello and naive get a header like the brokers': the work tree broker's key.
+        headers = {
+            t.name: {"Authorization": f"Bearer {keys.get(t.name, keys[BROKER.name])}"}
+            for t in targets
+        }
+        created = {
+            t.name: smoke_check(t, servers[t.name], headers[t.name], args.storage) for t in targets
+        }
+        loads: dict[str, Load] = {}
+        for t in targets:
+            script = workdir / t.name / "post.lua"
+            request_headers = {**headers[t.name], "Content-Type": "application/json"}
+            write_wrk_script(script, json.dumps(DECLARATION), request_headers)
+            loads[t.name] = Load(wrk, script, args.connections, args.threads)
         say("measuring:")
-        results, answered, runs = measure(args, load, servers)
-        summary = verify_rows(
-            servers[BROKER.name], headers, answered + created, slack=runs * args.connections
-        )
-        say(f"broker rows: {summary}")
-        report(results)
-    finally:
-        stop_servers(servers)
+        results, answered = measure(args, targets, loads, servers)
+        wrk_runs = args.rounds * (2 if args.warmup else 1)
+        for t in brokers:
+            rows = verify_rows(
+                servers[t.name],
+                headers[t.name],
+                answered[t.name] + created[t.name],
+                slack=wrk_runs * args.connections,
+            )
+            say(f"{t.name} rows: {rows}")
+        report(targets, results)
 
 
 def positive(text: str) -> int:
@@ -870,13 +1098,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--threads", type=positive, default=1, help="wrk threads (default 1)")
     parser.add_argument(
-        "--rounds", type=positive, default=3, help="rounds over the three targets (default 3)"
+        "--rounds", type=positive, default=3, help="rounds over the targets (default 3)"
     )
     parser.add_argument(
         "--storage",
         choices=("local", "s3"),
         default="local",
         help="broker storage: the embedded blob store, or S3 (signing only) (default local)",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="also measure the broker as of git ref REF (a commit, branch, HEAD~3, ...), "
+        "served from a temporary git worktree, and compare its CPU per create with this "
+        "tree's in the same run",
+    )
+    parser.add_argument(
+        "--key",
+        choices=tuple(KEY_CHOICES),
+        default="tenant",
+        help="authenticate the load with a minted tenant key (default) or the admin key",
     )
     parser.add_argument(
         "--keep-temp",
