@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from .config import ConfigError, Settings
+from .config import ConfigError, ServerSettings, Settings
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smh]?)\s*$")
 _UNIT = {"": 1, "s": 1, "m": 60, "h": 3600}
@@ -62,6 +62,10 @@ def main() -> None:
 def serve(host: str, port: int | None, workers: int | None) -> None:
     """Run the broker under gunicorn (gthread workers) with the bundled configuration."""
     settings = _settings()
+    try:  # the same check gunicorn's configuration makes, but before exec: one clean line
+        ServerSettings.from_env(os.environ)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
     gunicorn = shutil.which("gunicorn") or os.path.join(os.path.dirname(sys.executable), "gunicorn")
     argv = [
         gunicorn,

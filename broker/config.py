@@ -56,6 +56,89 @@ class BucketPolicy:
         return False
 
 
+class _Env:
+    """Reads typed values from an environment, collecting a line for each bad one."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def text(self, name: str, default: str | None = None) -> str | None:
+        """The stripped value, or ``default`` when unset or empty."""
+        value = self.env.get(name, "").strip()
+        return value or default
+
+    def integer(self, name: str, default: int, minimum: int = 0) -> int:
+        """An integer of at least ``minimum``."""
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            self.problems.append(f"{name}={raw!r} is not an integer")
+            return default
+        if value < minimum:
+            self.problems.append(f"{name}={value} must be at least {minimum}")
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        """``1/true/yes/on`` or ``0/false/no/off``."""
+        raw = self.text(name)
+        if raw is None:
+            return default
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        self.problems.append(f"{name}={raw!r} is not a boolean (use 1/0, true/false)")
+        return default
+
+    def check(self) -> None:
+        """Raise ConfigError listing every problem found so far."""
+        if self.problems:
+            raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(self.problems))
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """How gunicorn serves the broker (``broker/gunicorn_conf.py`` and ``broker serve``)."""
+
+    bind: str
+    """``BROKER_BIND``; default ``0.0.0.0:$PORT`` when ``PORT`` is set (a platform routes
+    to us), else loopback only, ``127.0.0.1:8000``."""
+    workers: int
+    """``WEB_CONCURRENCY``: worker processes (default 2)."""
+    threads: int
+    """``BROKER_THREADS``: request threads per worker (default 8)."""
+    worker_timeout: int
+    """``BROKER_WORKER_TIMEOUT``: seconds without a heartbeat before a worker is replaced."""
+    forwarded_allow_ips: str
+    """``FORWARDED_ALLOW_IPS``: proxies whose X-Forwarded-* headers are trusted."""
+    malloc_tuning: bool
+    """``BROKER_MALLOC_TUNING``: keep freed large buffers in the worker (glibc only)."""
+    control_socket: bool
+    """``BROKER_GUNICORN_CONTROL_SOCKET``: gunicorn's control socket (off by default)."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> ServerSettings:
+        """Read and validate the server settings; ConfigError names each bad variable."""
+        read = _Env(env)
+        port = read.integer("PORT", 0, minimum=1) if read.text("PORT") else None
+        default_bind = f"0.0.0.0:{port}" if port else "127.0.0.1:8000"
+        settings = cls(
+            bind=read.text("BROKER_BIND", default_bind) or default_bind,
+            workers=read.integer("WEB_CONCURRENCY", 2, minimum=1),
+            threads=read.integer("BROKER_THREADS", 8, minimum=1),
+            worker_timeout=read.integer("BROKER_WORKER_TIMEOUT", 60, minimum=1),
+            forwarded_allow_ips=read.text("FORWARDED_ALLOW_IPS", "127.0.0.1,::1") or "",
+            malloc_tuning=read.boolean("BROKER_MALLOC_TUNING", True),
+            control_socket=read.boolean("BROKER_GUNICORN_CONTROL_SOCKET", False),
+        )
+        read.check()
+        return settings
+
+
 @dataclass(frozen=True)
 class Settings:
     """The validated configuration of one broker process."""
@@ -88,37 +171,11 @@ class Settings:
         return self.database_url.startswith("sqlite")
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> Settings:  # noqa: PLR0912, PLR0915
+    def from_env(cls, env: Mapping[str, str]) -> Settings:  # noqa: PLR0912
         """Read and validate every setting; raise ConfigError naming each bad variable."""
-        problems: list[str] = []
-
-        def text(name: str, default: str | None = None) -> str | None:
-            value = env.get(name, "").strip()
-            return value or default
-
-        def integer(name: str, default: int, minimum: int = 0) -> int:
-            raw = text(name)
-            if raw is None:
-                return default
-            try:
-                value = int(raw)
-            except ValueError:
-                problems.append(f"{name}={raw!r} is not an integer")
-                return default
-            if value < minimum:
-                problems.append(f"{name}={value} must be at least {minimum}")
-            return value
-
-        def boolean(name: str, default: bool) -> bool:
-            raw = text(name)
-            if raw is None:
-                return default
-            if raw.lower() in ("1", "true", "yes", "on"):
-                return True
-            if raw.lower() in ("0", "false", "no", "off"):
-                return False
-            problems.append(f"{name}={raw!r} is not a boolean (use 1/0, true/false)")
-            return default
+        read = _Env(env)
+        problems = read.problems
+        text, integer, boolean = read.text, read.integer, read.boolean
 
         storage = text("BROKER_STORAGE", "local")
         if storage not in ("local", "s3"):
@@ -194,8 +251,7 @@ class Settings:
             "log_level": log_level,
             "key_cache_ttl": integer("BROKER_KEY_CACHE_TTL", 5, minimum=0),
         }
-        if problems:
-            raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+        read.check()
         if secret_key is None:
             secret_key = ensure_secret_key(data_dir)
         return cls(secret_key=secret_key, **settings)  # type: ignore[arg-type]

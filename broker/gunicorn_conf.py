@@ -13,18 +13,19 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-_port = os.environ.get("PORT")
-# PORT set (Procfile platforms): all interfaces, as the platform routes to us. Otherwise
-# loopback only. BROKER_BIND overrides both.
-bind = [os.environ.get("BROKER_BIND") or (f"0.0.0.0:{_port}" if _port else "127.0.0.1:8000")]
+from broker.config import ServerSettings
+
+# Every value comes from config.py, which validates it (a bad one stops start-up there).
+_server = ServerSettings.from_env(os.environ)
+bind = [_server.bind]
 worker_class = "gthread"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-threads = int(os.environ.get("BROKER_THREADS", "8"))
-timeout = int(os.environ.get("BROKER_WORKER_TIMEOUT", "60"))
+workers = _server.workers
+threads = _server.threads
+timeout = _server.worker_timeout
 graceful_timeout = 30
 keepalive = 5
 limit_request_line = 8190  # signed blob URLs carry their token in the path
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+forwarded_allow_ips = _server.forwarded_allow_ips
 accesslog = "-"
 errorlog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms req=%({x-request-id}o)s'
@@ -59,7 +60,7 @@ def _tune_malloc() -> None:
     by ~38 % and PUT throughput rose ~32 %. A worker then keeps up to 32 MiB of freed heap.
     ``BROKER_MALLOC_TUNING=0`` turns it off; without glibc (musl, macOS) it does nothing.
     """
-    if os.environ.get("BROKER_MALLOC_TUNING", "1").lower() in ("0", "false", "no", "off"):
+    if not _server.malloc_tuning:
         return
     try:
         mallopt = ctypes.CDLL("libc.so.6").mallopt
@@ -79,7 +80,7 @@ def child_exit(server: Any, worker: Any) -> None:
 
 # gunicorn >= 25.1 opens a control socket at one fixed per-user path; two brokers on a host
 # would fight over it. Off unless asked for.
-control_socket_disable = os.environ.get("BROKER_GUNICORN_CONTROL_SOCKET", "") == ""
+control_socket_disable = not _server.control_socket
 
 
 def post_worker_init(worker: Any) -> None:

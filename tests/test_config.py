@@ -147,3 +147,34 @@ def test_malformed_bucket_file(tmp_path: Path) -> None:
 )
 def test_mime_patterns(patterns: tuple[str, ...], mime: str, allowed: bool) -> None:
     assert BucketPolicy("b", allowed_mime_types=patterns).allows(mime) is allowed
+
+
+def test_server_settings_default_to_loopback_and_follow_port() -> None:
+    from broker.config import ServerSettings
+
+    local = ServerSettings.from_env({})
+    assert (local.bind, local.workers, local.threads) == ("127.0.0.1:8000", 2, 8)
+    assert not local.control_socket
+    platform = ServerSettings.from_env({"PORT": "5000", "WEB_CONCURRENCY": "4"})
+    assert (platform.bind, platform.workers) == ("0.0.0.0:5000", 4)
+    assert ServerSettings.from_env({"PORT": "5000", "BROKER_BIND": "[::1]:9"}).bind == "[::1]:9"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("WEB_CONCURRENCY", "abc"),
+        ("WEB_CONCURRENCY", "0"),
+        ("BROKER_THREADS", "-1"),
+        ("BROKER_WORKER_TIMEOUT", "soon"),
+        ("BROKER_MALLOC_TUNING", "maybe"),
+        ("PORT", "http"),
+    ],
+)
+def test_a_bad_server_setting_is_named_with_its_value(name: str, value: str) -> None:
+    from broker.config import ConfigError, ServerSettings
+
+    with pytest.raises(ConfigError) as refused:
+        ServerSettings.from_env({name: value})
+    assert f"{name}=" in str(refused.value)
+    assert value in str(refused.value)
