@@ -14,7 +14,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 from .auth import ADMIN_KEY_ID, Authenticator, mint_key, require
 from .config import BucketPolicy, Clock, Settings
@@ -45,13 +45,25 @@ from .naming import (
 )
 from .parts import MAX_SINGLE_PUT, PlannedPart, choose_part_size, plan
 from .schemas import render_file
-from .storage import LocalStorage, ObjectInfo, Storage
+from .storage import (
+    InventoryStorage,
+    LocalStorage,
+    MultipartStorage,
+    ObjectInfo,
+    Storage,
+    StreamingStorage,
+)
 from .storage.base import Readable
 from .storage.local import GetGrant, LocatedBlob
 
 log = logging.getLogger("broker.service")
 
 _IDEMPOTENCY_KEY_MAX = 255
+
+
+class ServiceStorage(Storage, MultipartStorage, StreamingStorage, InventoryStorage, Protocol):
+    """The abilities the use cases (and, through the CLI, the reaper) rely on: both adapters
+    have them."""
 
 
 @dataclass(frozen=True)
@@ -95,7 +107,7 @@ class Broker:
         self,
         settings: Settings,
         store: MetadataStore,
-        storage: Storage,
+        storage: ServiceStorage,
         clock: Clock,
         links: DownloadLinks,
     ) -> None:
