@@ -73,7 +73,9 @@ def create_app(
             return request_base_url()
         return f"http://127.0.0.1:{settings.port}"
 
-    storage = build_storage(settings, clock=clock, base_url=base_url)
+    storage = build_storage(
+        settings, clock=clock, blob_url=lambda token: f"{base_url()}/v1/blobs/{token}"
+    )
 
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]

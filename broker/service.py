@@ -1,4 +1,4 @@
-"""The use cases: declare, complete, read, list, delete files; manage keys; serve blobs.
+"""The use cases: declare, complete, read, list, delete files; manage keys.
 
 Views call these and nothing else; this layer decides, the metadata store remembers, the
 storage adapter holds bytes. Completion is judged on what storage reports, never on what
@@ -45,16 +45,7 @@ from .naming import (
 )
 from .parts import MAX_SINGLE_PUT, PlannedPart, choose_part_size, plan
 from .schemas import render_file
-from .storage import (
-    InventoryStorage,
-    LocalStorage,
-    MultipartStorage,
-    ObjectInfo,
-    Storage,
-    StreamingStorage,
-)
-from .storage.base import Readable
-from .storage.local import GetGrant, LocatedBlob
+from .storage import InventoryStorage, MultipartStorage, ObjectInfo, Storage, StreamingStorage
 
 log = logging.getLogger("broker.service")
 
@@ -63,7 +54,7 @@ _IDEMPOTENCY_KEY_MAX = 255
 
 class ServiceStorage(Storage, MultipartStorage, StreamingStorage, InventoryStorage, Protocol):
     """The abilities the use cases (and, through the CLI, the reaper) rely on: both adapters
-    have them."""
+    have them; blob URLs (``SelfServedStorage``) are the HTTP layer's business."""
 
 
 @dataclass(frozen=True)
@@ -830,32 +821,6 @@ class Broker:
             content_type=record.mime_type,
             disposition=content_disposition(display_name(record.name), attachment=True),
         )
-
-    # -- blobs (embedded store only) ----------------------------------------------------------
-
-    def receive_blob(
-        self, token: str, *, content_length: int | None, content_type: str | None, body: Readable
-    ) -> ObjectInfo:
-        """Accept a PUT to a signed blob URL if it matches the declaration exactly."""
-        local = self._local()
-        grant = local.grant_put(token)
-        return local.receive(
-            grant, content_length=content_length, content_type=content_type, body=body
-        )
-
-    def locate_blob(self, token: str) -> tuple[GetGrant, LocatedBlob]:
-        """Resolve a signed download URL to the stored data (404 while nothing is stored)."""
-        local = self._local()
-        grant = local.grant_get(token)
-        found = local.locate(grant)
-        if found is None:
-            raise BrokerError("blob.not_found")
-        return grant, found
-
-    def _local(self) -> LocalStorage:
-        if not isinstance(self.storage, LocalStorage):
-            raise BrokerError("route.not_found", "Blob URLs exist only with local storage.")
-        return self.storage
 
     # -- health -------------------------------------------------------------------------------
 

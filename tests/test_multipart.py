@@ -21,6 +21,7 @@ import pytest
 
 from broker.config import MiB
 from broker.parts import MAX_PARTS, MIN_PART_SIZE, choose_part_size, plan
+from broker.storage import LocalStorage
 
 from support import Harness
 
@@ -378,8 +379,8 @@ def test_abort_and_delete_free_the_parts(mp: Harness, how: str) -> None:
         assert reply.status_code == 200
     assert mp.service.storage.list_parts(record.storage_key, record.upload_id) is None
     assert not _stored(mp, created)
-    if hasattr(mp.service.storage, "uploads"):  # the embedded store: no part file is left
-        assert not any(mp.service.storage.uploads.iterdir())
+    if isinstance(mp.service.storage, LocalStorage):  # no part file is left
+        assert not any(mp.service.storage.disk.uploads.iterdir())
     # The key is free again.
     assert mp.declare(acme, name="a.bin", key=created["key"], size=5)["key"] == created["key"]
 
@@ -394,8 +395,8 @@ def test_a_failed_create_leaves_no_open_upload(mp: Harness) -> None:
     )
     assert clash.status_code == 409
     storage = mp.service.storage
-    if hasattr(storage, "uploads"):
-        assert len(os.listdir(storage.uploads)) == 1
+    if isinstance(storage, LocalStorage):
+        assert len(os.listdir(storage.disk.uploads)) == 1
     else:
         uploads = storage.client.list_multipart_uploads(Bucket=storage.bucket).get("Uploads", [])
         assert [u["UploadId"] for u in uploads] == [
@@ -429,8 +430,8 @@ def test_a_create_that_loses_an_idempotency_race_closes_its_upload(
     assert len(calls) == 2
     storage = service.storage
     upload_id = service.store.get_file("acme", first.json["id"]).upload_id
-    if hasattr(storage, "uploads"):
-        assert os.listdir(storage.uploads) == [upload_id]
+    if isinstance(storage, LocalStorage):
+        assert os.listdir(storage.disk.uploads) == [upload_id]
     else:
         uploads = storage.client.list_multipart_uploads(Bucket=storage.bucket).get("Uploads", [])
         assert [u["UploadId"] for u in uploads] == [upload_id]

@@ -310,7 +310,7 @@ def _nothing_left(backend: Backend, key: str) -> None:
         uploads = storage.client.list_multipart_uploads(Bucket=storage.bucket)
         assert uploads.get("Uploads", []) == []
     else:
-        assert list(storage.tmp.iterdir()) == []  # type: ignore[attr-defined]
+        assert list(storage.disk.tmp.iterdir()) == []  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(

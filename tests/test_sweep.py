@@ -77,9 +77,7 @@ def put_object(h: Harness, key: str, data: bytes) -> None:
             expires_at=int(h.clock()) + 60,
         )  # fmt: skip
         grant = storage.grant_put(upload.url.rsplit("/", 1)[1])
-        storage.receive(
-            grant, content_length=len(data), content_type="text/plain", body=io.BytesIO(data)
-        )
+        storage.receive(grant, io.BytesIO(data))
     else:
         h.peer.client().put_object(  # type: ignore[attr-defined]
             Bucket=storage.bucket, Key=key, Body=data, ContentType="text/plain"
@@ -275,10 +273,11 @@ def test_stale_scratch_is_removed_and_fresh_scratch_kept(local: Harness) -> None
     done = local.upload(acme, b"a real object")
     storage = local.service.storage
     assert isinstance(storage, LocalStorage)
-    pointer = next(storage.objects.glob("*/*.json"))
+    disk = storage.disk
+    pointer = next(disk.objects.glob("*/*.json"))
     shard, stem = pointer.parent, pointer.stem
     real_blob = next(shard.glob(f"{stem}.*.blob"))
-    other = storage.objects / "ab"
+    other = disk.objects / "ab"
     other.mkdir(exist_ok=True)
     hour_ago = time.time() - 3600
 
@@ -293,16 +292,16 @@ def test_stale_scratch_is_removed_and_fresh_scratch_kept(local: Harness) -> None
         return path
 
     stale = [
-        scratch(storage.tmp / "stale.part", old=True),
+        scratch(disk.tmp / "stale.part", old=True),
         scratch(shard / f"{stem}.{uuid.uuid4().hex}.blob", old=True),  # a second, unnamed blob
         scratch(other / f"{'ab' * 32}.{uuid.uuid4().hex}.blob", old=True),  # no pointer
         scratch(shard / f".{stem}.{uuid.uuid4().hex}.blob.json", old=True),  # staged pointer
-        scratch(storage.uploads / uuid.uuid4().hex, old=True, directory=True),  # no upload.json
+        scratch(disk.uploads / uuid.uuid4().hex, old=True, directory=True),  # no upload.json
     ]
     fresh = [
-        scratch(storage.tmp / "fresh.part", old=False),
+        scratch(disk.tmp / "fresh.part", old=False),
         scratch(other / f"{'ab' * 32}.{uuid.uuid4().hex}.blob", old=False),
-        scratch(storage.uploads / uuid.uuid4().hex, old=False, directory=True),
+        scratch(disk.uploads / uuid.uuid4().hex, old=False, directory=True),
     ]
     os.utime(real_blob, (hour_ago, hour_ago))  # old, but the pointer names it
 
@@ -322,7 +321,9 @@ def _twin(h: Harness) -> tuple[Sweeper, Database]:
     machine (or process) sharing the same database and storage."""
     settings = h.service.settings
     database = Database(settings.database_url)
-    storage = build_storage(settings, clock=h.clock, base_url=lambda: "http://localhost")
+    storage = build_storage(
+        settings, clock=h.clock, blob_url=lambda token: f"http://localhost/v1/blobs/{token}"
+    )
     return Sweeper(settings, MetadataStore(database), storage, h.clock, exclusive=False), database
 
 

@@ -38,12 +38,16 @@ __all__ = [
 
 
 def build_storage(
-    settings: Settings, *, clock: Clock, base_url: Callable[[], str]
+    settings: Settings, *, clock: Clock, blob_url: Callable[[str], str]
 ) -> LocalStorage | S3Storage:
-    """The adapter the settings ask for: the embedded blob store or S3."""
+    """The adapter the settings ask for: the embedded blob store or S3.
+
+    ``blob_url`` turns a token into the absolute URL where the broker serves it (for a
+    ``SelfServedStorage``; S3 signs its own URLs).
+    """
     if settings.storage == "local":
         return LocalStorage(
-            settings.data_dir / "blobs", settings.secret_key, base_url=base_url, clock=clock
+            settings.data_dir / "blobs", settings.secret_key, blob_url=blob_url, clock=clock
         )
     if settings.storage == "s3" and settings.s3_bucket:
         return S3Storage(
