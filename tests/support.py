@@ -1,15 +1,18 @@
-"""Helpers the tests share: a frozen clock and a harness around an app and its client."""
+"""Helpers the tests share: a frozen clock, the storage backends, and a harness around an
+app and its client."""
 
 from __future__ import annotations
 
+import io
 import json
 import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -30,6 +33,55 @@ class FrozenClock:
         self.now += seconds
 
 
+STORAGE_BACKENDS = ("local", "moto", "localstack")
+"""The embedded store, S3 on moto (in-process, enforces nothing), S3 on LocalStack (enforces)."""
+
+
+def on_backends(*names: str) -> pytest.MarkDecorator:
+    """Run a test on these storage backends only (of the ``storage_backend`` fixture's)."""
+    assert set(names) <= set(STORAGE_BACKENDS)
+    return pytest.mark.parametrize("storage_backend", names, indirect=True)
+
+
+ENFORCING = on_backends("local", "localstack")
+"""The backends whose server checks signatures, lengths, types, checksums and expiry
+(moto accepts anything: that is a fact about moto, not a skipped test)."""
+S3_ONLY = on_backends("moto", "localstack")
+
+
+@dataclass
+class StorageBackend:
+    """A storage backend to run a test on: the settings that select it, and its S3 peer."""
+
+    name: str
+    env: dict[str, str] = field(default_factory=dict)
+    """Environment overrides for ``make_harness`` (none for the embedded store)."""
+    peer: Any = None
+    """The S3 peer (conftest's ``S3Peer``) for moto and LocalStack; None for local."""
+
+    @property
+    def enforces(self) -> bool:
+        """Whether the server behind signed URLs refuses lies (all but moto)."""
+        return self.peer is None or bool(self.peer.enforces)
+
+    def put_object(
+        self, storage: Any, key: str, data: bytes, content_type: str = "text/plain"
+    ) -> None:
+        """Bytes straight into storage under ``key``, around the broker and without a
+        checksum (so storage reports none), as a client with a leaked URL or a peer that
+        does not enforce could leave them."""
+        if self.peer is None:
+            upload = storage.presign_put(
+                key, size=len(data), content_type=content_type, sha256=None, expires_at=2**40
+            )
+            grant = storage.grant_put(upload.url.rsplit("/", 1)[1])
+            storage.receive(grant, io.BytesIO(data))
+        else:
+            self.peer.client().put_object(
+                Bucket=storage.bucket, Key=key, Body=data, ContentType=content_type
+            )
+
+
 @dataclass
 class Harness:
     """An app with its client and helpers to act as the admin or a tenant."""
@@ -38,6 +90,7 @@ class Harness:
     client: FlaskClient
     data_dir: Path
     clock: FrozenClock
+    backend: StorageBackend = field(default_factory=lambda: StorageBackend("local"))
 
     @property
     def service(self) -> Any:

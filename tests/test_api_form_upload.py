@@ -25,15 +25,16 @@ from broker.models import Principal
 from broker.parts import MIN_PART_SIZE
 from broker.sweep import Sweeper
 
-from support import Harness
+from support import Harness, StorageBackend
 
 MiB = 1024 * 1024
 SMALL_LIMIT = 64 * 1024
 
 
-@pytest.fixture(params=["local", "moto", "localstack"])
-def server(request: pytest.FixtureRequest, make_harness: Callable[..., Harness],
-           tmp_path: Path) -> Harness:  # fmt: skip
+@pytest.fixture
+def server(
+    storage_backend: StorageBackend, make_harness: Callable[..., Harness], tmp_path: Path
+) -> Harness:
     """An app with a default bucket, a small one and an images-only one, on each storage."""
     policy = {
         "buckets": {
@@ -44,16 +45,8 @@ def server(request: pytest.FixtureRequest, make_harness: Callable[..., Harness],
     }
     path = tmp_path / "buckets.json"
     path.write_text(json.dumps(policy))
-    env = {"BROKER_BUCKETS": str(path)}
-    if request.param != "local":
-        peer = request.getfixturevalue({"moto": "moto_s3"}.get(request.param, request.param))
-        env.update(
-            BROKER_STORAGE="s3",
-            BROKER_S3_BUCKET=peer.new_bucket(),
-            BROKER_S3_ENDPOINT_URL=peer.endpoint,
-        )
-    harness = make_harness(**env)
-    if request.param != "local":
+    harness = make_harness(storage_backend, BROKER_BUCKETS=str(path))
+    if storage_backend.peer is not None:
         # The smallest part S3 allows, so a 12 MiB body goes up in three parts.
         harness.service.storage.stream_part_size = MIN_PART_SIZE
     return harness

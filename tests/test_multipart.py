@@ -23,7 +23,7 @@ from broker.config import MiB
 from broker.parts import MAX_PARTS, MIN_PART_SIZE, choose_part_size, plan
 from broker.storage import LocalStorage
 
-from support import Harness
+from support import ENFORCING, Harness, StorageBackend
 
 PART = 5 * MiB
 
@@ -43,29 +43,12 @@ def _buckets(tmp_path: Path) -> str:
     return str(path)
 
 
-def _make(request: pytest.FixtureRequest) -> Harness:
-    make_harness: Callable[..., Harness] = request.getfixturevalue("make_harness")
-    buckets = _buckets(request.getfixturevalue("tmp_path"))
-    if request.param == "local":
-        return make_harness(BROKER_BUCKETS=buckets)
-    peer = request.getfixturevalue({"moto": "moto_s3"}.get(request.param, request.param))
-    return make_harness(
-        BROKER_BUCKETS=buckets,
-        BROKER_STORAGE="s3",
-        BROKER_S3_BUCKET=peer.new_bucket(),
-        BROKER_S3_ENDPOINT_URL=peer.endpoint,
-    )
-
-
-@pytest.fixture(params=["local", "moto", "localstack"])
-def mp(request: pytest.FixtureRequest) -> Harness:
-    return _make(request)
-
-
-@pytest.fixture(params=["local", "localstack"])
-def enforcing(request: pytest.FixtureRequest) -> Harness:
-    """Only storages whose server checks lengths (moto accepts anything)."""
-    return _make(request)
+@pytest.fixture
+def mp(
+    storage_backend: StorageBackend, make_harness: Callable[..., Harness], tmp_path: Path
+) -> Harness:
+    """An app on each storage backend whose default bucket goes multipart above one part."""
+    return make_harness(storage_backend, BROKER_BUCKETS=_buckets(tmp_path))
 
 
 def _data(size: int, seed: int = 1) -> bytes:
@@ -193,8 +176,8 @@ def test_an_empty_file_cannot_go_in_parts(mp: Harness) -> None:
 # -- lies and losses -----------------------------------------------------------------------
 
 
-def test_a_part_of_the_wrong_length_is_refused_by_storage(enforcing: Harness) -> None:
-    mp = enforcing
+@ENFORCING
+def test_a_part_of_the_wrong_length_is_refused_by_storage(mp: Harness) -> None:
     acme = mp.key("acme")
     data = _data(PART + 10)
     created = mp.declare(
