@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -165,3 +166,34 @@ def path_of(url: str) -> str:
 
 def admin_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+def assert_envelope(response: Any, status: int, code: str) -> None:
+    """The answer (the Flask client's, or a ``Reply``) is the contract's error envelope with
+    this status and code, never a 500 with a traceback."""
+    text = response.data.decode()
+    assert response.status_code == status, text[:500]
+    assert response.headers["Content-Type"].split(";")[0] == "application/json"
+    body = response.json
+    assert set(body) == {"error", "request_id"}
+    assert set(body["error"]) == {"code", "message", "details"}
+    assert body["error"]["code"] == code
+    assert body["error"]["message"]
+    assert body["request_id"] == response.headers["X-Request-Id"]
+    assert "Traceback" not in text
+
+
+def fail_os_call(monkeypatch: pytest.MonkeyPatch, name: str, nth: int, code: int) -> None:
+    """From now on, the ``nth`` call of ``os.<name>`` raises ``OSError(code)``: a disk that
+    fails (EIO) or fills up (ENOSPC) at that step. Others go through."""
+    real = getattr(os, name)
+    calls = 0
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == nth:
+            raise OSError(code, os.strerror(code))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(os, name, failing)

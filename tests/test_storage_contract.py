@@ -20,7 +20,15 @@ import pytest
 
 from broker.errors import BrokerError
 from broker.parts import MIN_PART_SIZE
-from broker.storage import S3Storage, Storage
+from broker.storage import (
+    InventoryStorage,
+    MultipartStorage,
+    S3Storage,
+    ScratchStorage,
+    SelfServedStorage,
+    Storage,
+    StreamingStorage,
+)
 
 from support import ENFORCING, Harness, StorageBackend, path_of
 
@@ -182,6 +190,30 @@ def test_keys_that_differ_only_by_case_or_unicode_stay_apart(backend: Backend) -
 
 def test_ping_answers(backend: Backend) -> None:
     backend.storage.ping()
+
+
+def test_each_adapter_has_exactly_its_abilities(backend: Backend) -> None:
+    """Both adapters take parts, streams and inventory; only the embedded store keeps
+    scratch of its own and has the broker serve its signed URLs."""
+    storage = backend.storage
+    for ability in (Storage, MultipartStorage, StreamingStorage, InventoryStorage):
+        assert isinstance(storage, ability), ability.__name__
+    local = storage.name == "local"
+    assert isinstance(storage, ScratchStorage) is local
+    assert isinstance(storage, SelfServedStorage) is local
+    assert hasattr(storage, "sweep_scratch") is local  # S3 no longer pretends to have scratch
+
+
+def test_inventory_lists_objects_and_open_uploads(backend: Backend) -> None:
+    storage = backend.storage
+    assert isinstance(storage, InventoryStorage)
+    assert isinstance(storage, MultipartStorage)
+    assert _put(backend, "t/b/listed ü", b"abc")[0] == 200
+    upload_id = storage.start_multipart("t/b/open", content_type="text/plain")
+    assert {(o.key, o.size) for o in storage.iter_objects()} == {("t/b/listed ü", 3)}
+    assert [(u.key, u.upload_id) for u in storage.iter_uploads()] == [("t/b/open", upload_id)]
+    storage.abort_multipart("t/b/open", upload_id)
+    assert list(storage.iter_uploads()) == []
 
 
 # -- what storage itself must refuse -----------------------------------------------------------
