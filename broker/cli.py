@@ -237,19 +237,21 @@ def s3_setup(create_bucket: bool, abort_multipart_days: int) -> None:
     """Prepare the bucket: CORS for BROKER_CORS_ORIGINS (PUT/GET, ETag exposed) and a
     lifecycle rule that aborts incomplete multipart uploads."""
     from .errors import BrokerError
-    from .storage import S3Storage
+    from .storage.s3_connection import S3Connection
+    from .storage.s3_setup import setup
 
     settings = _settings()
     if settings.storage != "s3" or not settings.s3_bucket:
         raise click.ClickException("set BROKER_STORAGE=s3 and BROKER_S3_BUCKET first")
-    storage = S3Storage(
+    connection = S3Connection(
         bucket=settings.s3_bucket,
         endpoint_url=settings.s3_endpoint_url,
         region=settings.s3_region,
         clock=time.time,
     )
     try:
-        done = storage.setup(
+        done = setup(
+            connection,
             create=create_bucket,
             cors_origins=settings.cors_origins,
             abort_multipart_days=abort_multipart_days,

@@ -68,7 +68,9 @@ def build(
 ) -> Services:
     """Wire the use cases; ``base_url`` is where clients reach the broker (for the URLs it
     signs for itself)."""
-    storage = build_storage(settings, clock=clock, base_url=base_url)
+    storage = build_storage(
+        settings, clock=clock, blob_url=lambda token: f"{base_url()}/v1/blobs/{token}"
+    )
     links = DownloadLinks(settings.secret_key, base_url=base_url, clock=clock)
     ctx = Context(settings, MetadataStore(database), storage, links, clock)
     views = FileViews(ctx)

@@ -15,7 +15,8 @@ b. **Orphan uploads.** Open multipart uploads started before ``now - grace`` tha
 c. **Orphan objects.** Objects last modified before ``now - grace`` whose key no live file
    holds are deleted, after a last look at the database. A file's row exists before its
    URLs do, so an object can only outlive its row, never precede it.
-d. **Scratch.** ``storage.sweep_scratch(now - grace)``: the adapter's own leftovers.
+d. **Scratch.** ``storage.sweep_scratch(now - grace)``: the adapter's own leftovers, where
+   it keeps any (a ``ScratchStorage``: the embedded store; S3 keeps none).
 
 Every action is idempotent (claims are conditional; aborting or deleting what is gone is
 fine), so sweepers on several machines never break anything. On PostgreSQL a pass also
@@ -30,7 +31,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from .config import NAME_RE, Clock, Settings
 from .db import MetadataStore
@@ -38,7 +39,7 @@ from .errors import BrokerError
 from .metrics import SWEPT
 from .models import Status
 from .naming import InvalidKey, normalise_key
-from .storage import Storage
+from .storage import InventoryStorage, MultipartStorage, ScratchStorage, Storage
 
 log = logging.getLogger("broker.sweep")
 
@@ -70,6 +71,10 @@ class SweepReport:
         return asdict(self)
 
 
+class ReapableStorage(Storage, MultipartStorage, InventoryStorage, Protocol):
+    """What the reaper needs of storage: to list, abort and delete what nobody holds."""
+
+
 class Sweeper:
     """One sweep pass over the metadata store and storage (safe to run concurrently)."""
 
@@ -77,7 +82,7 @@ class Sweeper:
         self,
         settings: Settings,
         store: MetadataStore,
-        storage: Storage,
+        storage: ReapableStorage,
         clock: Clock,
         *,
         exclusive: bool = True,
@@ -200,6 +205,8 @@ class Sweeper:
     # -- d. scratch -------------------------------------------------------------------------
 
     def _scratch(self, report: SweepReport, cutoff: float) -> None:
+        if not isinstance(self.storage, ScratchStorage):
+            return
         removed = self.storage.sweep_scratch(cutoff)
         if removed:
             report.scratch_removed += removed

@@ -1,4 +1,5 @@
-"""Shared fixtures: a frozen clock, apps on a fresh data dir, keys per tenant, PostgreSQL."""
+"""Shared fixtures: a frozen clock, apps on a fresh data dir, keys per tenant, PostgreSQL,
+the S3 peers and the one storage-backend fixture the API and contract tests run on."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from flask.testing import FlaskClient
 from broker import create_app
 from broker.db import Database
 
-from support import ADMIN_KEY, FrozenClock, Harness
+from support import ADMIN_KEY, STORAGE_BACKENDS, FrozenClock, Harness, StorageBackend
 
 PROJECT = Path(__file__).resolve().parents[1]
 LOCALSTACK_PYTHON = PROJECT / ".cache" / "localstack-venv" / "bin" / "python"
@@ -49,16 +50,25 @@ def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def make_harness(
     tmp_path: Path, migrated_sqlite: Path, clock: FrozenClock
 ) -> Callable[..., Harness]:
-    """Build an app on a fresh data dir with these environment overrides."""
+    """Build an app on a fresh data dir, on a storage backend (default: the embedded
+    store), with these environment overrides."""
 
-    def build(**overrides: str) -> Harness:
+    def build(backend: StorageBackend | None = None, /, **overrides: str) -> Harness:
+        backend = backend or StorageBackend("local")
         data_dir = tmp_path / f"data-{secrets.token_hex(3)}"
         data_dir.mkdir()
         shutil.copy(migrated_sqlite, data_dir / "broker.sqlite3")
-        env = {"BROKER_DATA_DIR": str(data_dir), "BROKER_ADMIN_KEY": ADMIN_KEY, **overrides}
+        env = {
+            "BROKER_DATA_DIR": str(data_dir),
+            "BROKER_ADMIN_KEY": ADMIN_KEY,
+            **backend.env,
+            **overrides,
+        }
         app = create_app(environ=env, clock=clock)
         app.config["TESTING"] = True
-        return Harness(app=app, client=app.test_client(), data_dir=data_dir, clock=clock)
+        return Harness(
+            app=app, client=app.test_client(), data_dir=data_dir, clock=clock, backend=backend
+        )
 
     return build
 
@@ -204,6 +214,21 @@ def localstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Peer]:
     except subprocess.TimeoutExpired:
         proc.kill()
     log.close()
+
+
+@pytest.fixture(params=STORAGE_BACKENDS)
+def storage_backend(request: pytest.FixtureRequest) -> StorageBackend:
+    """Each storage backend in turn: the embedded store, S3 on moto, S3 on LocalStack (a
+    fresh bucket each time). Pass it to ``make_harness``; narrow it with ``on_backends``."""
+    if request.param == "local":
+        return StorageBackend("local")
+    peer: S3Peer = request.getfixturevalue("moto_s3" if request.param == "moto" else "localstack")
+    env = {
+        "BROKER_STORAGE": "s3",
+        "BROKER_S3_BUCKET": peer.new_bucket(),
+        "BROKER_S3_ENDPOINT_URL": peer.endpoint,
+    }
+    return StorageBackend(request.param, env, peer)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -1,15 +1,19 @@
-"""Helpers the tests share: a frozen clock and a harness around an app and its client."""
+"""Helpers the tests share: a frozen clock, the storage backends, and a harness around an
+app and its client."""
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -30,6 +34,55 @@ class FrozenClock:
         self.now += seconds
 
 
+STORAGE_BACKENDS = ("local", "moto", "localstack")
+"""The embedded store, S3 on moto (in-process, enforces nothing), S3 on LocalStack (enforces)."""
+
+
+def on_backends(*names: str) -> pytest.MarkDecorator:
+    """Run a test on these storage backends only (of the ``storage_backend`` fixture's)."""
+    assert set(names) <= set(STORAGE_BACKENDS)
+    return pytest.mark.parametrize("storage_backend", names, indirect=True)
+
+
+ENFORCING = on_backends("local", "localstack")
+"""The backends whose server checks signatures, lengths, types, checksums and expiry
+(moto accepts anything: that is a fact about moto, not a skipped test)."""
+S3_ONLY = on_backends("moto", "localstack")
+
+
+@dataclass
+class StorageBackend:
+    """A storage backend to run a test on: the settings that select it, and its S3 peer."""
+
+    name: str
+    env: dict[str, str] = field(default_factory=dict)
+    """Environment overrides for ``make_harness`` (none for the embedded store)."""
+    peer: Any = None
+    """The S3 peer (conftest's ``S3Peer``) for moto and LocalStack; None for local."""
+
+    @property
+    def enforces(self) -> bool:
+        """Whether the server behind signed URLs refuses lies (all but moto)."""
+        return self.peer is None or bool(self.peer.enforces)
+
+    def put_object(
+        self, storage: Any, key: str, data: bytes, content_type: str = "text/plain"
+    ) -> None:
+        """Bytes straight into storage under ``key``, around the broker and without a
+        checksum (so storage reports none), as a client with a leaked URL or a peer that
+        does not enforce could leave them."""
+        if self.peer is None:
+            upload = storage.presign_put(
+                key, size=len(data), content_type=content_type, sha256=None, expires_at=2**40
+            )
+            grant = storage.grant_put(upload.url.rsplit("/", 1)[1])
+            storage.receive(grant, io.BytesIO(data))
+        else:
+            self.peer.client().put_object(
+                Bucket=storage.bucket, Key=key, Body=data, ContentType=content_type
+            )
+
+
 @dataclass
 class Harness:
     """An app with its client and helpers to act as the admin or a tenant."""
@@ -38,6 +91,7 @@ class Harness:
     client: FlaskClient
     data_dir: Path
     clock: FrozenClock
+    backend: StorageBackend = field(default_factory=lambda: StorageBackend("local"))
 
     @property
     def service(self) -> Any:
@@ -112,3 +166,34 @@ def path_of(url: str) -> str:
 
 def admin_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+def assert_envelope(response: Any, status: int, code: str) -> None:
+    """The answer (the Flask client's, or a ``Reply``) is the contract's error envelope with
+    this status and code, never a 500 with a traceback."""
+    text = response.data.decode()
+    assert response.status_code == status, text[:500]
+    assert response.headers["Content-Type"].split(";")[0] == "application/json"
+    body = response.json
+    assert set(body) == {"error", "request_id"}
+    assert set(body["error"]) == {"code", "message", "details"}
+    assert body["error"]["code"] == code
+    assert body["error"]["message"]
+    assert body["request_id"] == response.headers["X-Request-Id"]
+    assert "Traceback" not in text
+
+
+def fail_os_call(monkeypatch: pytest.MonkeyPatch, name: str, nth: int, code: int) -> None:
+    """From now on, the ``nth`` call of ``os.<name>`` raises ``OSError(code)``: a disk that
+    fails (EIO) or fills up (ENOSPC) at that step. Others go through."""
+    real = getattr(os, name)
+    calls = 0
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == nth:
+            raise OSError(code, os.strerror(code))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(os, name, failing)

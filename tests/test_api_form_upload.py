@@ -8,6 +8,7 @@ checksum, type, limit) is refused with the contract's code and leaves nothing in
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -25,15 +26,16 @@ from broker.models import Principal
 from broker.parts import MIN_PART_SIZE
 from broker.sweep import Sweeper
 
-from support import Harness
+from support import Harness, StorageBackend, assert_envelope, fail_os_call, on_backends
 
 MiB = 1024 * 1024
 SMALL_LIMIT = 64 * 1024
 
 
-@pytest.fixture(params=["local", "moto", "localstack"])
-def server(request: pytest.FixtureRequest, make_harness: Callable[..., Harness],
-           tmp_path: Path) -> Harness:  # fmt: skip
+@pytest.fixture
+def server(
+    storage_backend: StorageBackend, make_harness: Callable[..., Harness], tmp_path: Path
+) -> Harness:
     """An app with a default bucket, a small one and an images-only one, on each storage."""
     policy = {
         "buckets": {
@@ -44,16 +46,8 @@ def server(request: pytest.FixtureRequest, make_harness: Callable[..., Harness],
     }
     path = tmp_path / "buckets.json"
     path.write_text(json.dumps(policy))
-    env = {"BROKER_BUCKETS": str(path)}
-    if request.param != "local":
-        peer = request.getfixturevalue({"moto": "moto_s3"}.get(request.param, request.param))
-        env.update(
-            BROKER_STORAGE="s3",
-            BROKER_S3_BUCKET=peer.new_bucket(),
-            BROKER_S3_ENDPOINT_URL=peer.endpoint,
-        )
-    harness = make_harness(**env)
-    if request.param != "local":
+    harness = make_harness(storage_backend, BROKER_BUCKETS=str(path))
+    if storage_backend.peer is not None:
         # The smallest part S3 allows, so a 12 MiB body goes up in three parts.
         harness.service.storage.stream_part_size = MIN_PART_SIZE
     return harness
@@ -384,6 +378,30 @@ def test_a_cut_off_body_leaves_nothing(server: Harness, acme: dict[str, str], si
     assert (response.status_code, code(response)) == (400, "request.malformed")
     assert leftovers(server) == []
     assert [f["key"] for f in failed_files(server, acme)] == ["cut.bin", "cut.bin"]
+
+
+@on_backends("local")
+@pytest.mark.parametrize(
+    ("call", "code_"),
+    [("fsync", errno.EIO), ("fsync", errno.ENOSPC), ("rename", errno.EIO)],
+    ids=["body-fsync", "body-fsync-full", "blob-rename"],
+)
+def test_a_failing_disk_is_503_and_leaves_nothing(
+    server: Harness, acme: dict[str, str], monkeypatch: pytest.MonkeyPatch, call: str, code_: int
+) -> None:
+    """The same disk failure answers as on a PUT to a signed URL: 503, never a 500."""
+    data = secrets.token_bytes(1000)
+    body, content_type = form(data, fields={"key": "disk.bin"})
+    with monkeypatch.context() as patched:
+        fail_os_call(patched, call, 1, code_)
+        response = post_form(server, acme, body, content_type)
+    assert_envelope(response, 503, "storage.unavailable")
+    assert server.service.storage.head("acme/default/disk.bin") is None
+    assert leftovers(server) == []
+    [failed] = failed_files(server, acme)
+    assert failed["failure_code"] == "storage.unavailable"
+    # The disk is back: the same upload succeeds under the freed key.
+    assert post_form(server, acme, body, content_type).status_code == 201
 
 
 def test_not_a_form_boundary_is_400(server: Harness, acme: dict[str, str]) -> None:

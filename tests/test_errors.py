@@ -8,37 +8,25 @@ from sqlalchemy import create_engine
 
 from broker.errors import CATALOGUE, BrokerError
 
-from support import Harness, admin_headers
-
-
-def _assert_envelope(response, status: int, code: str) -> None:  # type: ignore[no-untyped-def]
-    assert response.status_code == status
-    assert response.mimetype == "application/json"
-    body = response.json
-    assert set(body) == {"error", "request_id"}
-    assert set(body["error"]) == {"code", "message", "details"}
-    assert body["error"]["code"] == code
-    assert body["error"]["message"]
-    assert body["request_id"] == response.headers["X-Request-Id"]
-    assert "Traceback" not in response.get_data(as_text=True)
+from support import Harness, admin_headers, assert_envelope
 
 
 def test_unknown_route_is_404_route_not_found(client) -> None:  # type: ignore[no-untyped-def]
-    _assert_envelope(client.get("/nope"), 404, "route.not_found")
+    assert_envelope(client.get("/nope"), 404, "route.not_found")
 
 
 def test_wrong_method_is_405_with_allow(client) -> None:  # type: ignore[no-untyped-def]
     response = client.put("/v1/health")
-    _assert_envelope(response, 405, "method.not_allowed")
+    assert_envelope(response, 405, "method.not_allowed")
     assert "GET" in response.headers["Allow"]
 
 
 def test_malformed_json_is_400(harness: Harness) -> None:
     headers = {**harness.key(), "Content-Type": "application/json"}
-    _assert_envelope(
+    assert_envelope(
         harness.client.post("/v1/files", data="{", headers=headers), 400, "request.malformed"
     )
-    _assert_envelope(
+    assert_envelope(
         harness.client.post("/v1/files", data="[1]", headers=headers), 400, "request.malformed"
     )
 
@@ -47,7 +35,7 @@ def test_wrong_content_type_is_400(harness: Harness) -> None:
     response = harness.client.post(
         "/v1/files", data='{"name": "a"}', headers={**harness.key(), "Content-Type": "text/plain"}
     )
-    _assert_envelope(response, 400, "request.malformed")
+    assert_envelope(response, 400, "request.malformed")
 
 
 def test_oversized_json_is_413(harness: Harness) -> None:
@@ -55,7 +43,7 @@ def test_oversized_json_is_413(harness: Harness) -> None:
     response = harness.client.post(
         "/v1/files", data=blob, headers={**harness.key(), "Content-Type": "application/json"}
     )
-    _assert_envelope(response, 413, "request.too_large")
+    assert_envelope(response, 413, "request.too_large")
 
 
 def test_unexpected_exception_is_500_without_internals(
@@ -66,7 +54,7 @@ def test_unexpected_exception_is_500_without_internals(
 
     monkeypatch.setattr(harness.service.files, "buckets", explode)
     response = harness.client.get("/v1/buckets", headers=harness.key())
-    _assert_envelope(response, 500, "internal")
+    assert_envelope(response, 500, "internal")
     assert "hunter2" not in response.get_data(as_text=True)
 
 
@@ -77,8 +65,8 @@ def test_database_failure_is_503(harness: Harness, monkeypatch: pytest.MonkeyPat
     database.engine.dispose()
     monkeypatch.setattr(database, "engine", create_engine("sqlite:////nonexistent/dir/db.sqlite3"))
     response = harness.client.get("/v1/buckets", headers=headers)
-    _assert_envelope(response, 503, "database.unavailable")
-    _assert_envelope(harness.client.get("/v1/health"), 503, "database.unavailable")
+    assert_envelope(response, 503, "database.unavailable")
+    assert_envelope(harness.client.get("/v1/health"), 503, "database.unavailable")
 
 
 def test_storage_failure_makes_health_503(harness: Harness) -> None:
@@ -93,7 +81,7 @@ def test_storage_failure_makes_health_503(harness: Harness) -> None:
         if os.geteuid() == 0:  # root ignores permissions; remove the directory instead
             (harness.data_dir / "blobs" / "objects").chmod(0o700)
             (harness.data_dir / "blobs" / "objects").rmdir()
-        _assert_envelope(harness.client.get("/v1/health"), 503, "storage.unavailable")
+        assert_envelope(harness.client.get("/v1/health"), 503, "storage.unavailable")
     finally:
         (harness.data_dir / "blobs" / "objects").mkdir(exist_ok=True)
         (harness.data_dir / "blobs" / "objects").chmod(0o700)
@@ -124,7 +112,7 @@ def test_broker_error_renders_details(harness: Harness) -> None:
         raise BrokerError("validation.failed", details={"size": ["too big"]})
 
     response = harness.client.get("/boom")
-    _assert_envelope(response, 422, "validation.failed")
+    assert_envelope(response, 422, "validation.failed")
     assert response.json["error"]["details"] == {"size": ["too big"]}
 
 

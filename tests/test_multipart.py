@@ -21,8 +21,9 @@ import pytest
 
 from broker.config import MiB
 from broker.parts import MAX_PARTS, MIN_PART_SIZE, choose_part_size, plan
+from broker.storage import LocalStorage
 
-from support import Harness
+from support import ENFORCING, Harness, StorageBackend
 
 PART = 5 * MiB
 
@@ -42,29 +43,12 @@ def _buckets(tmp_path: Path) -> str:
     return str(path)
 
 
-def _make(request: pytest.FixtureRequest) -> Harness:
-    make_harness: Callable[..., Harness] = request.getfixturevalue("make_harness")
-    buckets = _buckets(request.getfixturevalue("tmp_path"))
-    if request.param == "local":
-        return make_harness(BROKER_BUCKETS=buckets)
-    peer = request.getfixturevalue({"moto": "moto_s3"}.get(request.param, request.param))
-    return make_harness(
-        BROKER_BUCKETS=buckets,
-        BROKER_STORAGE="s3",
-        BROKER_S3_BUCKET=peer.new_bucket(),
-        BROKER_S3_ENDPOINT_URL=peer.endpoint,
-    )
-
-
-@pytest.fixture(params=["local", "moto", "localstack"])
-def mp(request: pytest.FixtureRequest) -> Harness:
-    return _make(request)
-
-
-@pytest.fixture(params=["local", "localstack"])
-def enforcing(request: pytest.FixtureRequest) -> Harness:
-    """Only storages whose server checks lengths (moto accepts anything)."""
-    return _make(request)
+@pytest.fixture
+def mp(
+    storage_backend: StorageBackend, make_harness: Callable[..., Harness], tmp_path: Path
+) -> Harness:
+    """An app on each storage backend whose default bucket goes multipart above one part."""
+    return make_harness(storage_backend, BROKER_BUCKETS=_buckets(tmp_path))
 
 
 def _data(size: int, seed: int = 1) -> bytes:
@@ -192,8 +176,8 @@ def test_an_empty_file_cannot_go_in_parts(mp: Harness) -> None:
 # -- lies and losses -----------------------------------------------------------------------
 
 
-def test_a_part_of_the_wrong_length_is_refused_by_storage(enforcing: Harness) -> None:
-    mp = enforcing
+@ENFORCING
+def test_a_part_of_the_wrong_length_is_refused_by_storage(mp: Harness) -> None:
     acme = mp.key("acme")
     data = _data(PART + 10)
     created = mp.declare(
@@ -378,8 +362,8 @@ def test_abort_and_delete_free_the_parts(mp: Harness, how: str) -> None:
         assert reply.status_code == 200
     assert mp.service.storage.list_parts(record.storage_key, record.upload_id) is None
     assert not _stored(mp, created)
-    if hasattr(mp.service.storage, "uploads"):  # the embedded store: no part file is left
-        assert not any(mp.service.storage.uploads.iterdir())
+    if isinstance(mp.service.storage, LocalStorage):  # no part file is left
+        assert not any(mp.service.storage.disk.uploads.iterdir())
     # The key is free again.
     assert mp.declare(acme, name="a.bin", key=created["key"], size=5)["key"] == created["key"]
 
@@ -394,8 +378,8 @@ def test_a_failed_create_leaves_no_open_upload(mp: Harness) -> None:
     )
     assert clash.status_code == 409
     storage = mp.service.storage
-    if hasattr(storage, "uploads"):
-        assert len(os.listdir(storage.uploads)) == 1
+    if isinstance(storage, LocalStorage):
+        assert len(os.listdir(storage.disk.uploads)) == 1
     else:
         uploads = storage.client.list_multipart_uploads(Bucket=storage.bucket).get("Uploads", [])
         assert [u["UploadId"] for u in uploads] == [
@@ -431,8 +415,8 @@ def test_a_create_that_loses_an_idempotency_race_closes_its_upload(
     assert len(calls) == 2
     storage = service.storage
     upload_id = service.store.get_file("acme", first.json["id"]).upload_id
-    if hasattr(storage, "uploads"):
-        assert os.listdir(storage.uploads) == [upload_id]
+    if isinstance(storage, LocalStorage):
+        assert os.listdir(storage.disk.uploads) == [upload_id]
     else:
         uploads = storage.client.list_multipart_uploads(Bucket=storage.bucket).get("Uploads", [])
         assert [u["UploadId"] for u in uploads] == [upload_id]

@@ -14,7 +14,11 @@ from support import FrozenClock
 
 @pytest.fixture
 def store(tmp_path: Path, clock: FrozenClock) -> LocalStorage:
-    return LocalStorage(tmp_path, "k" * 40, base_url=lambda: "https://files.example", clock=clock)
+    return LocalStorage(tmp_path, "k" * 40, blob_url=_blob_url, clock=clock)
+
+
+def _blob_url(token: str) -> str:
+    return f"https://files.example/v1/blobs/{token}"
 
 
 def _token(url: str) -> str:
@@ -52,8 +56,8 @@ def test_token_is_valid_until_the_second_it_expires(
 
 
 def test_a_changed_secret_invalidates_tokens(tmp_path: Path, clock: FrozenClock) -> None:
-    a = LocalStorage(tmp_path, "a" * 40, base_url=lambda: "https://files.example", clock=clock)
-    b = LocalStorage(tmp_path, "b" * 40, base_url=lambda: "https://files.example", clock=clock)
+    a = LocalStorage(tmp_path, "a" * 40, blob_url=_blob_url, clock=clock)
+    b = LocalStorage(tmp_path, "b" * 40, blob_url=_blob_url, clock=clock)
     upload = a.presign_put("k", size=1, content_type="a/b", sha256=None, expires_at=2**40)
     with pytest.raises(BrokerError) as caught:
         b.grant_put(_token(upload.url))
@@ -91,9 +95,13 @@ def test_every_single_character_change_is_detected(store: LocalStorage) -> None:
             store.grant_put(altered)
 
 
-def test_urls_use_the_configured_base(store: LocalStorage) -> None:
-    url = store.presign_get("k", filename="k", content_type="a/b", attachment=False, expires_at=1)
-    assert url.startswith("https://files.example/v1/blobs/")
+def test_urls_are_tokens_at_the_given_address(store: LocalStorage) -> None:
+    urls = [
+        store.presign_get("k", filename="k", content_type="a/b", attachment=False, expires_at=1),
+        store.presign_put("k", size=1, content_type="a/b", sha256=None, expires_at=1).url,
+        store.presign_part("k", "0" * 32, part_number=1, size=1, expires_at=1).url,
+    ]
+    assert all(url.startswith("https://files.example/v1/blobs/") for url in urls)
 
 
 def test_objects_live_under_hashed_names_only(store: LocalStorage, tmp_path: Path) -> None:
@@ -108,7 +116,7 @@ def test_objects_live_under_hashed_names_only(store: LocalStorage, tmp_path: Pat
                 ).url
             )
         )
-        store.receive(grant, content_length=1, content_type="a/b", body=BytesIO(b"x"))
+        store.receive(grant, BytesIO(b"x"))
         assert store.head(key) is not None
     names = {p.relative_to(tmp_path).parts[0] for p in tmp_path.rglob("*")}
     assert names == {"objects", "tmp", "uploads"}

@@ -20,9 +20,17 @@ import pytest
 
 from broker.errors import BrokerError
 from broker.parts import MIN_PART_SIZE
-from broker.storage import S3Storage, Storage
+from broker.storage import (
+    InventoryStorage,
+    MultipartStorage,
+    S3Storage,
+    ScratchStorage,
+    SelfServedStorage,
+    Storage,
+    StreamingStorage,
+)
 
-from support import Harness, path_of
+from support import ENFORCING, Harness, StorageBackend, path_of
 
 Send = Callable[[str, str, dict[str, str], bytes], tuple[int, Mapping[str, str], bytes]]
 
@@ -38,23 +46,29 @@ class Backend:
     enforces: bool
 
 
-def _local(harness: Harness) -> Backend:
-    def send(method: str, url: str, headers: dict[str, str], body: bytes) -> Any:
-        response = harness.client.open(path_of(url), method=method, headers=headers, data=body)
-        return response.status_code, response.headers, response.get_data()
+@pytest.fixture
+def backend(storage_backend: StorageBackend, request: pytest.FixtureRequest) -> Backend:
+    """The adapter of each backend: the embedded store behind the Flask app (its frozen
+    clock moved by the tests), or S3 on a fresh bucket of the peer (real time)."""
+    if storage_backend.peer is None:
+        harness: Harness = request.getfixturevalue("harness")
 
-    return Backend(
-        storage=harness.service.storage,
-        send=send,
-        advance=harness.clock.advance,
-        now=harness.clock,
-        enforces=True,
-    )
+        def send_local(method: str, url: str, headers: dict[str, str], body: bytes) -> Any:
+            response = harness.client.open(path_of(url), method=method, headers=headers, data=body)
+            return response.status_code, response.headers, response.get_data()
 
-
-def _s3(peer: Any) -> Backend:
+        return Backend(
+            storage=harness.service.storage,
+            send=send_local,
+            advance=harness.clock.advance,
+            now=harness.clock,
+            enforces=True,
+        )
     storage = S3Storage(
-        bucket=peer.new_bucket(), endpoint_url=peer.endpoint, region="us-east-1", clock=time.time
+        bucket=storage_backend.env["BROKER_S3_BUCKET"],
+        endpoint_url=storage_backend.peer.endpoint,
+        region="us-east-1",
+        clock=time.time,
     )
 
     def send(method: str, url: str, headers: dict[str, str], body: bytes) -> Any:
@@ -62,27 +76,20 @@ def _s3(peer: Any) -> Backend:
         return response.status_code, response.headers, response.content
 
     return Backend(
-        storage=storage, send=send, advance=time.sleep, now=time.time, enforces=peer.enforces
+        storage=storage,
+        send=send,
+        advance=time.sleep,
+        now=time.time,
+        enforces=storage_backend.enforces,
     )
 
 
-def _make(request: pytest.FixtureRequest) -> Backend:
-    if request.param == "local":
-        return _local(request.getfixturevalue("harness"))
-    return _s3(request.getfixturevalue({"moto": "moto_s3"}.get(request.param, request.param)))
-
-
-@pytest.fixture(params=["local", "moto", "localstack"])
-def backend(request: pytest.FixtureRequest) -> Backend:
-    return _make(request)
-
-
-@pytest.fixture(params=["local", "localstack"])
-def enforcing(request: pytest.FixtureRequest) -> Backend:
-    """Only backends whose server checks signatures, lengths, types, checksums, expiry."""
-    made = _make(request)
-    assert made.enforces
-    return made
+@pytest.fixture
+def enforcing(backend: Backend) -> Backend:
+    """A backend whose server checks signatures, lengths, types, checksums and expiry: the
+    tests taking it run ``@ENFORCING`` only."""
+    assert backend.enforces
+    return backend
 
 
 def _put(
@@ -185,6 +192,30 @@ def test_ping_answers(backend: Backend) -> None:
     backend.storage.ping()
 
 
+def test_each_adapter_has_exactly_its_abilities(backend: Backend) -> None:
+    """Both adapters take parts, streams and inventory; only the embedded store keeps
+    scratch of its own and has the broker serve its signed URLs."""
+    storage = backend.storage
+    for ability in (Storage, MultipartStorage, StreamingStorage, InventoryStorage):
+        assert isinstance(storage, ability), ability.__name__
+    local = storage.name == "local"
+    assert isinstance(storage, ScratchStorage) is local
+    assert isinstance(storage, SelfServedStorage) is local
+    assert hasattr(storage, "sweep_scratch") is local  # S3 no longer pretends to have scratch
+
+
+def test_inventory_lists_objects_and_open_uploads(backend: Backend) -> None:
+    storage = backend.storage
+    assert isinstance(storage, InventoryStorage)
+    assert isinstance(storage, MultipartStorage)
+    assert _put(backend, "t/b/listed ü", b"abc")[0] == 200
+    upload_id = storage.start_multipart("t/b/open", content_type="text/plain")
+    assert {(o.key, o.size) for o in storage.iter_objects()} == {("t/b/listed ü", 3)}
+    assert [(u.key, u.upload_id) for u in storage.iter_uploads()] == [("t/b/open", upload_id)]
+    storage.abort_multipart("t/b/open", upload_id)
+    assert list(storage.iter_uploads()) == []
+
+
 # -- what storage itself must refuse -----------------------------------------------------------
 
 
@@ -193,6 +224,7 @@ def _assert_refused(backend: Backend, key: str, status: int) -> None:
     assert backend.storage.head(key) is None, "a refused upload must leave nothing visible"
 
 
+@ENFORCING
 def test_refuses_a_shorter_body(enforcing: Backend) -> None:
     status, _, _ = _put(
         enforcing,
@@ -204,6 +236,7 @@ def test_refuses_a_shorter_body(enforcing: Backend) -> None:
     _assert_refused(enforcing, "t/b/short", status)
 
 
+@ENFORCING
 def test_refuses_a_longer_body(enforcing: Backend) -> None:
     status, _, _ = _put(
         enforcing,
@@ -215,6 +248,7 @@ def test_refuses_a_longer_body(enforcing: Backend) -> None:
     _assert_refused(enforcing, "t/b/long", status)
 
 
+@ENFORCING
 def test_refuses_another_content_type(enforcing: Backend) -> None:
     status, _, _ = _put(
         enforcing,
@@ -226,6 +260,7 @@ def test_refuses_another_content_type(enforcing: Backend) -> None:
     _assert_refused(enforcing, "t/b/type", status)
 
 
+@ENFORCING
 def test_refuses_a_body_whose_checksum_differs(enforcing: Backend) -> None:
     declared = b"the real bytes"
     status, _, _ = _put(
@@ -234,12 +269,14 @@ def test_refuses_a_body_whose_checksum_differs(enforcing: Backend) -> None:
     _assert_refused(enforcing, "t/b/sum", status)
 
 
+@ENFORCING
 def test_accepts_a_body_whose_checksum_matches(enforcing: Backend) -> None:
     body = b"the real bytes"
     assert _put(enforcing, "t/b/sum-ok", body, sha256=_sha(body))[0] == 200
     assert b"".join(enforcing.storage.iter_bytes("t/b/sum-ok")) == body
 
 
+@ENFORCING
 def test_refuses_an_expired_url(enforcing: Backend) -> None:
     upload = enforcing.storage.presign_put(
         "t/b/late",
@@ -253,6 +290,7 @@ def test_refuses_an_expired_url(enforcing: Backend) -> None:
     _assert_refused(enforcing, "t/b/late", status)
 
 
+@ENFORCING
 def test_refuses_an_altered_url(enforcing: Backend) -> None:
     upload = enforcing.storage.presign_put(
         "t/b/tamper",
@@ -268,6 +306,7 @@ def test_refuses_an_altered_url(enforcing: Backend) -> None:
     _assert_refused(enforcing, "t/b/tamper", status)
 
 
+@ENFORCING
 def test_a_download_url_cannot_upload(enforcing: Backend) -> None:
     assert _put(enforcing, "t/b/ro", b"original")[0] == 200
     url = enforcing.storage.presign_get(
@@ -310,7 +349,7 @@ def _nothing_left(backend: Backend, key: str) -> None:
         uploads = storage.client.list_multipart_uploads(Bucket=storage.bucket)
         assert uploads.get("Uploads", []) == []
     else:
-        assert list(storage.tmp.iterdir()) == []  # type: ignore[attr-defined]
+        assert list(storage.disk.tmp.iterdir()) == []  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(
@@ -486,6 +525,7 @@ def test_multipart_uploads_of_other_keys_are_not_confused(backend: Backend) -> N
     assert [p.size for p in one] == [3]
 
 
+@ENFORCING
 def test_multipart_refuses_a_part_of_another_length(enforcing: Backend) -> None:
     key = "t/b/multi/lie"
     upload_id = enforcing.storage.start_multipart(key, content_type="text/plain")
@@ -500,6 +540,7 @@ def test_multipart_refuses_a_part_of_another_length(enforcing: Backend) -> None:
     assert enforcing.storage.list_parts(key, upload_id) == []
 
 
+@ENFORCING
 def test_multipart_refuses_an_expired_part_url(enforcing: Backend) -> None:
     key = "t/b/multi/late"
     upload_id = enforcing.storage.start_multipart(key, content_type="text/plain")

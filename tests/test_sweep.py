@@ -7,7 +7,6 @@ start the frozen clock at the real time and move it forward from there.
 
 from __future__ import annotations
 
-import io
 import os
 import threading
 import time
@@ -23,24 +22,15 @@ from broker.db import Database, MetadataStore
 from broker.storage import LocalStorage, build_storage
 from broker.sweep import SWEEP_LOCK, Sweeper, SweepReport
 
-from support import Harness
+from support import Harness, StorageBackend
 
 GRACE = 60
 
 
-@pytest.fixture(params=["local", "moto", "localstack"])
-def h(request: pytest.FixtureRequest, make_harness: Callable[..., Harness]) -> Harness:
-    """An app on one storage backend, its clock set to the real time."""
-    if request.param == "local":
-        harness = make_harness()
-    else:
-        peer = request.getfixturevalue("moto_s3" if request.param == "moto" else "localstack")
-        harness = make_harness(
-            BROKER_STORAGE="s3",
-            BROKER_S3_BUCKET=peer.new_bucket(),
-            BROKER_S3_ENDPOINT_URL=peer.endpoint,
-        )
-        harness.peer = peer  # type: ignore[attr-defined]
+@pytest.fixture
+def h(storage_backend: StorageBackend, make_harness: Callable[..., Harness]) -> Harness:
+    """An app on each storage backend, its clock set to the real time."""
+    harness = make_harness(storage_backend)
     harness.clock.now = float(int(time.time()))
     return harness
 
@@ -70,20 +60,7 @@ def storage_key(created: dict[str, Any], tenant: str = "acme") -> str:
 
 def put_object(h: Harness, key: str, data: bytes) -> None:
     """Bytes straight into storage, with no file row behind them."""
-    storage = h.service.storage
-    if isinstance(storage, LocalStorage):
-        upload = storage.presign_put(
-            key, size=len(data), content_type="text/plain", sha256=None,
-            expires_at=int(h.clock()) + 60,
-        )  # fmt: skip
-        grant = storage.grant_put(upload.url.rsplit("/", 1)[1])
-        storage.receive(
-            grant, content_length=len(data), content_type="text/plain", body=io.BytesIO(data)
-        )
-    else:
-        h.peer.client().put_object(  # type: ignore[attr-defined]
-            Bucket=storage.bucket, Key=key, Body=data, ContentType="text/plain"
-        )
+    h.backend.put_object(h.service.storage, key, data)
 
 
 def status(h: Harness, headers: dict[str, str], file_id: str) -> tuple[str, str | None]:
@@ -275,10 +252,11 @@ def test_stale_scratch_is_removed_and_fresh_scratch_kept(local: Harness) -> None
     done = local.upload(acme, b"a real object")
     storage = local.service.storage
     assert isinstance(storage, LocalStorage)
-    pointer = next(storage.objects.glob("*/*.json"))
+    disk = storage.disk
+    pointer = next(disk.objects.glob("*/*.json"))
     shard, stem = pointer.parent, pointer.stem
     real_blob = next(shard.glob(f"{stem}.*.blob"))
-    other = storage.objects / "ab"
+    other = disk.objects / "ab"
     other.mkdir(exist_ok=True)
     hour_ago = time.time() - 3600
 
@@ -293,16 +271,16 @@ def test_stale_scratch_is_removed_and_fresh_scratch_kept(local: Harness) -> None
         return path
 
     stale = [
-        scratch(storage.tmp / "stale.part", old=True),
+        scratch(disk.tmp / "stale.part", old=True),
         scratch(shard / f"{stem}.{uuid.uuid4().hex}.blob", old=True),  # a second, unnamed blob
         scratch(other / f"{'ab' * 32}.{uuid.uuid4().hex}.blob", old=True),  # no pointer
         scratch(shard / f".{stem}.{uuid.uuid4().hex}.blob.json", old=True),  # staged pointer
-        scratch(storage.uploads / uuid.uuid4().hex, old=True, directory=True),  # no upload.json
+        scratch(disk.uploads / uuid.uuid4().hex, old=True, directory=True),  # no upload.json
     ]
     fresh = [
-        scratch(storage.tmp / "fresh.part", old=False),
+        scratch(disk.tmp / "fresh.part", old=False),
         scratch(other / f"{'ab' * 32}.{uuid.uuid4().hex}.blob", old=False),
-        scratch(storage.uploads / uuid.uuid4().hex, old=False, directory=True),
+        scratch(disk.uploads / uuid.uuid4().hex, old=False, directory=True),
     ]
     os.utime(real_blob, (hour_ago, hour_ago))  # old, but the pointer names it
 
@@ -322,7 +300,9 @@ def _twin(h: Harness) -> tuple[Sweeper, Database]:
     machine (or process) sharing the same database and storage."""
     settings = h.service.settings
     database = Database(settings.database_url)
-    storage = build_storage(settings, clock=h.clock, base_url=lambda: "http://localhost")
+    storage = build_storage(
+        settings, clock=h.clock, blob_url=lambda token: f"http://localhost/v1/blobs/{token}"
+    )
     return Sweeper(settings, MetadataStore(database), storage, h.clock, exclusive=False), database
 
 

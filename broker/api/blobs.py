@@ -1,4 +1,8 @@
-"""``/v1/blobs/{token}``: the embedded store's own signed PUT and GET/HEAD endpoints."""
+"""``/v1/blobs/{token}``: the signed PUT and GET/HEAD endpoints of a ``SelfServedStorage``.
+
+The request's headers are the HTTP layer's to check (here, before a byte of the body is
+read, so a lie costs no disk); the token and the body are storage's.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +10,13 @@ from flask import Blueprint, Response, jsonify, request, send_file
 from werkzeug.exceptions import ClientDisconnected
 
 from ..errors import BrokerError
-from ..storage.local import LocalStorage
+from ..naming import normalise_mime_type
+from ..storage import PutGrant, SelfServedStorage
 from . import service
 from .body import recv_body
 from .operations import operation
 
 bp = Blueprint("blobs", __name__, url_prefix="/v1/blobs")
-
-
-def _local() -> LocalStorage:
-    storage = service().storage
-    if not isinstance(storage, LocalStorage):
-        raise BrokerError("route.not_found", "Blob URLs exist only with local storage.")
-    return storage
 
 
 @bp.put("/<token>")
@@ -28,18 +26,15 @@ def _local() -> LocalStorage:
 )  # fmt: skip
 def put(token: str) -> Response:
     """Store the body if it is exactly what the token declares; otherwise keep nothing."""
+    storage = _self_served()
+    grant = storage.grant_put(token)
     # No app-wide body cap applies here: the signed size is the limit, enforced while streaming.
     length = request.content_length
     if length is None and not request.environ.get("wsgi.input_terminated"):
         length = 0  # HTTP/1.1: neither Content-Length nor chunked framing means no body
+    _check_headers(grant, content_type=request.headers.get("Content-Type"), content_length=length)
     try:
-        local = _local()
-        info = local.receive(
-            local.grant_put(token),
-            content_length=length,
-            content_type=request.headers.get("Content-Type"),
-            body=recv_body(request.stream),
-        )
+        info = storage.receive(grant, recv_body(request.stream))
     except ClientDisconnected:
         raise BrokerError(
             "upload.size_mismatch", "The body ended before Content-Length bytes arrived."
@@ -52,14 +47,14 @@ def put(token: str) -> Response:
 @bp.get("/<token>")
 @operation(
     summary="Read a signed blob URL (HEAD too; Range and conditional requests)",
-    response=(200, None), errors=(403, 404, 416), auth=False,
+    response=(200, None), errors=(403, 404, 416, 503), auth=False,
     produces="application/octet-stream",
 )  # fmt: skip
 def get(token: str) -> Response:
     """Serve the object (HEAD too), with Range, ETag and If-None-Match support."""
-    local = _local()
-    grant = local.grant_get(token)
-    found = local.locate(grant)
+    storage = _self_served()
+    grant = storage.grant_get(token)
+    found = storage.locate(grant)
     if found is None:
         raise BrokerError("blob.not_found")
     try:
@@ -81,3 +76,31 @@ def get(token: str) -> Response:
     response.cache_control.private = True
     response.cache_control.max_age = max(0, grant.expires_at - int(service().now()))
     return response
+
+
+def _self_served() -> SelfServedStorage:
+    """The app's storage, if it serves its own signed URLs; 404 ``route.not_found`` if not."""
+    storage = service().storage
+    if not isinstance(storage, SelfServedStorage):
+        raise BrokerError("route.not_found", "Blob URLs exist only with local storage.")
+    return storage
+
+
+def _check_headers(
+    grant: PutGrant, *, content_type: str | None, content_length: int | None
+) -> None:
+    """The request must declare what the grant does: 422 ``upload.type_mismatch`` for
+    another Content-Type (a part's grant binds none), ``upload.size_mismatch`` for another
+    Content-Length (a chunked body, with none, is held to the size while it streams)."""
+    if grant.content_type is not None and (
+        content_type is None or normalise_mime_type(content_type) != grant.content_type
+    ):
+        raise BrokerError(
+            "upload.type_mismatch",
+            f"Content-Type must be {grant.content_type!r}, as declared.",
+        )
+    if content_length is not None and content_length != grant.size:
+        raise BrokerError(
+            "upload.size_mismatch",
+            f"Content-Length is {content_length}; the declared size is {grant.size}.",
+        )

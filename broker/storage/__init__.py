@@ -1,22 +1,53 @@
-"""Storage adapters behind one Protocol; ``build_storage`` picks one from the settings."""
+"""Storage: the core Protocol, optional abilities, two adapters; ``build_storage`` picks one."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from ..config import Clock, ConfigError, Settings
-from .base import ObjectInfo, Storage
+from .base import (
+    GetGrant,
+    InventoryStorage,
+    LocatedBlob,
+    MultipartStorage,
+    ObjectInfo,
+    PutGrant,
+    ScratchStorage,
+    SelfServedStorage,
+    Storage,
+    StreamingStorage,
+)
 from .local import LocalStorage
 from .s3 import S3Storage
 
-__all__ = ["LocalStorage", "ObjectInfo", "S3Storage", "Storage", "build_storage"]
+__all__ = [
+    "GetGrant",
+    "InventoryStorage",
+    "LocalStorage",
+    "LocatedBlob",
+    "MultipartStorage",
+    "ObjectInfo",
+    "PutGrant",
+    "S3Storage",
+    "ScratchStorage",
+    "SelfServedStorage",
+    "Storage",
+    "StreamingStorage",
+    "build_storage",
+]
 
 
-def build_storage(settings: Settings, *, clock: Clock, base_url: Callable[[], str]) -> Storage:
-    """The adapter the settings ask for: the embedded blob store or S3."""
+def build_storage(
+    settings: Settings, *, clock: Clock, blob_url: Callable[[str], str]
+) -> LocalStorage | S3Storage:
+    """The adapter the settings ask for: the embedded blob store or S3.
+
+    ``blob_url`` turns a token into the absolute URL where the broker serves it (for a
+    ``SelfServedStorage``; S3 signs its own URLs).
+    """
     if settings.storage == "local":
         return LocalStorage(
-            settings.data_dir / "blobs", settings.secret_key, base_url=base_url, clock=clock
+            settings.data_dir / "blobs", settings.secret_key, blob_url=blob_url, clock=clock
         )
     if settings.storage == "s3" and settings.s3_bucket:
         return S3Storage(

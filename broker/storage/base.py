@@ -1,9 +1,17 @@
-"""The storage port: what every adapter (embedded blob store, S3) promises the service."""
+"""The storage port: a small core every adapter implements, plus optional abilities.
+
+As in tusd's datastore, the core (``Storage``) is what any place that holds bytes can do;
+each ability beyond it is its own small Protocol that an adapter implements or not, and
+the broker asks ``isinstance(storage, Ability)`` rather than which adapter it has. Every
+method raises ``StorageUnavailable`` (``storage.unavailable``) when storage does not answer
+as it should: adapters translate their native errors at this boundary and nowhere else.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from ..errors import BrokerError
@@ -68,13 +76,12 @@ def check_stream_size(received: int, *, max_size: int, size: int | None) -> None
         )
 
 
+# -- the core ---------------------------------------------------------------------------------
+
+
 @runtime_checkable
 class Storage(Protocol):
-    """Where the bytes live. Keys reaching an adapter are already normalised (naming.py).
-
-    Every method raises ``BrokerError("storage.unavailable")`` when storage cannot be
-    reached; adapters translate their native errors at this boundary and nowhere else.
-    """
+    """Where the bytes live. Keys reaching an adapter are already normalised (naming.py)."""
 
     name: str
     serves_nosniff: bool
@@ -89,59 +96,98 @@ class Storage(Protocol):
         Storage itself must refuse a body of another length or type, a body whose SHA-256
         differs from ``sha256`` (when given, or let completion catch it), a request after
         ``expires_at`` and any altered URL. ``headers`` lists exactly what the client sends.
+        Raises: StorageUnavailable when no URL can be signed (no credentials).
         """
         ...
 
     def presign_get(
         self, key: str, *, filename: str, content_type: str, attachment: bool, expires_at: int
     ) -> str:
-        """A URL that serves the object until ``expires_at`` with this type and disposition."""
+        """A URL that serves the object until ``expires_at`` with this type and disposition.
+
+        Raises: StorageUnavailable when no URL can be signed.
+        """
         ...
 
     def head(self, key: str) -> ObjectInfo | None:
-        """What is stored under ``key``, or None when nothing (complete) is there."""
+        """What is stored under ``key``, or None when nothing (complete) is there.
+
+        Raises: StorageUnavailable.
+        """
         ...
 
     def iter_bytes(self, key: str) -> Iterator[bytes]:
-        """The object's bytes in chunks of at most HASH_CHUNK; FileNotFoundError if absent."""
+        """The object's bytes in chunks of at most HASH_CHUNK.
+
+        Raises: FileNotFoundError when nothing is stored under ``key`` (also when it goes
+        away before the first chunk); StorageUnavailable.
+        """
         ...
 
     def delete(self, key: str) -> None:
-        """Remove the object; deleting what is not there is not an error."""
+        """Remove the object; deleting what is not there is not an error.
+
+        Raises: StorageUnavailable.
+        """
         ...
 
     def ping(self) -> None:
-        """Return when storage answers; raise BrokerError(storage.unavailable) otherwise."""
+        """Return when storage answers. Raises: StorageUnavailable otherwise."""
         ...
 
-    # -- multipart uploads --------------------------------------------------------------------
+
+# -- optional abilities -----------------------------------------------------------------------
+
+
+@runtime_checkable
+class MultipartStorage(Protocol):
+    """Storage that takes one object in parts, each sent to its own signed URL."""
 
     def start_multipart(self, key: str, *, content_type: str) -> str:
-        """Open a multipart upload of an object of ``content_type``; return its upload id."""
+        """Open a multipart upload of an object of ``content_type``; return its upload id.
+
+        Raises: StorageUnavailable (nothing is left open then).
+        """
         ...
 
     def presign_part(
         self, key: str, upload_id: str, *, part_number: int, size: int, expires_at: int
     ) -> UploadInstructions:
         """Instructions for one part: storage refuses a body of another length, a request
-        after ``expires_at`` and any altered URL. Its answer carries the part's ``ETag``."""
+        after ``expires_at`` and any altered URL. Its answer carries the part's ``ETag``.
+
+        Raises: StorageUnavailable when no URL can be signed.
+        """
         ...
 
     def list_parts(self, key: str, upload_id: str) -> list[StoredPart] | None:
         """The parts received so far, by part number; None when the upload is not open
-        (completed, aborted or never started)."""
+        (completed, aborted or never started).
+
+        Raises: StorageUnavailable.
+        """
         ...
 
     def finish_multipart(self, key: str, upload_id: str, parts: Sequence[StoredPart]) -> ObjectInfo:
         """Join ``parts`` (as ``list_parts`` reported them, in order) into the object and
-        close the upload; the object becomes visible whole or not at all."""
+        close the upload; the object becomes visible whole or not at all. Returns it.
+
+        Raises: ``upload.not_received`` when the upload is not open; ``upload.part_missing``
+        when a part is not held as listed; StorageUnavailable.
+        """
         ...
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
-        """Close the upload and free its parts; an upload that is not open is not an error."""
+        """Close the upload and free its parts; an upload that is not open is not an error.
+
+        Raises: StorageUnavailable.
+        """
         ...
 
-    # -- proxied uploads ----------------------------------------------------------------------
+
+@runtime_checkable
+class StreamingStorage(Protocol):
+    """Storage that takes a body streamed through the broker (a proxied form upload)."""
 
     def put_stream(
         self,
@@ -153,30 +199,114 @@ class Storage(Protocol):
         size: int | None,
         sha256: str | None,
     ) -> ObjectInfo:
-        """Store the bytes of ``chunks`` as the object, streaming in bounded memory.
+        """Store the bytes of ``chunks`` as the object, streaming in bounded memory; return
+        what was stored (its ``sha256`` always computed).
 
-        Visible only if all holds: at most ``max_size`` bytes (else ``upload.size_exceeds_limit``),
-        exactly ``size`` when given (else ``upload.size_mismatch``), this SHA-256 when given
-        (else ``upload.checksum_mismatch``). On any error nothing is left visible.
+        Visible only if all holds: at most ``max_size`` bytes (else ``upload.size_exceeds_limit``,
+        having read at most one chunk past it), exactly ``size`` when given (else
+        ``upload.size_mismatch``), this SHA-256 when given (else ``upload.checksum_mismatch``).
+        Raises StorageUnavailable when storage fails; an error of ``chunks`` itself (a
+        client gone) passes through as it is. On any error nothing is left visible.
         """
         ...
 
-    # -- housekeeping (the reaper) ------------------------------------------------------------
+
+@runtime_checkable
+class InventoryStorage(Protocol):
+    """Storage that can list what it holds, for the reaper."""
 
     def iter_uploads(self) -> Iterator[OpenUpload]:
-        """Every multipart upload storage holds open."""
+        """Every multipart upload storage holds open. Raises: StorageUnavailable."""
         ...
 
     def iter_objects(self) -> Iterator[StoredObject]:
-        """Every object storage holds."""
+        """Every object storage holds. Raises: StorageUnavailable."""
         ...
+
+
+@runtime_checkable
+class ScratchStorage(Protocol):
+    """Storage that keeps leftovers of its own (temp files, unreferenced data) to sweep."""
 
     def sweep_scratch(self, older_than: float) -> int:
-        """Remove the adapter's own leftovers (temp files, unreferenced data) last touched
-        before ``older_than`` (Unix time); return how many were removed."""
+        """Remove leftovers last touched before ``older_than`` (Unix time), never anything
+        in use; return how many were removed. Raises: StorageUnavailable."""
         ...
 
 
-# Capability names the use cases ask for (placeholders until storage is split by ability).
-MultipartStorage = Storage
-StreamingStorage = Storage
+# -- self-served storage: the broker answers its signed URLs itself --------------------------
+
+
+@dataclass(frozen=True)
+class PutGrant:
+    """What a verified upload token allows: one body of this size, type and checksum,
+    or (with ``upload_id``) one part of that size of a multipart upload."""
+
+    key: str
+    size: int
+    content_type: str | None
+    sha256: str | None
+    expires_at: int
+    upload_id: str | None = None
+    part_number: int | None = None
+
+
+@dataclass(frozen=True)
+class GetGrant:
+    """What a verified download token allows: reading one key with this presentation."""
+
+    key: str
+    content_type: str
+    filename: str
+    attachment: bool
+    expires_at: int
+
+
+@dataclass(frozen=True)
+class LocatedBlob:
+    """An object found for a download: the data file and what storage says of it."""
+
+    path: Path
+    info: ObjectInfo
+    stored_at: float
+
+
+@runtime_checkable
+class SelfServedStorage(Protocol):
+    """Storage whose signed URLs the broker serves itself, at ``/v1/blobs/{token}``.
+
+    The HTTP layer checks the request's headers against the grant; storage checks the body.
+    """
+
+    def grant_put(self, token: str) -> PutGrant:
+        """What an upload token allows.
+
+        Raises: ``blob.bad_signature`` (403) if it is not one of this storage's upload
+        tokens or was altered; ``blob.expired`` (403) once its expiry has passed.
+        """
+        ...
+
+    def grant_get(self, token: str) -> GetGrant:
+        """What a download token allows. Raises: as ``grant_put``, for download tokens."""
+        ...
+
+    def receive(self, grant: PutGrant, body: Readable) -> ObjectInfo:
+        """Store ``body`` if and only if it is exactly what ``grant`` declared; return what
+        was stored (a part's ETag names that copy of the part).
+
+        Streams in bounded memory and stops reading one byte past the declared size. The
+        object (or part) is published atomically, replacing any earlier one, only when
+        every check holds; otherwise nothing new is visible.
+        Raises: ``upload.size_mismatch`` for a body of another length;
+        ``upload.checksum_mismatch`` for another SHA-256 than the declared one;
+        ``blob.not_found`` for a part of an upload no longer open; StorageUnavailable.
+        An error of ``body`` itself (a client gone) passes through as it is.
+        """
+        ...
+
+    def locate(self, grant: GetGrant) -> LocatedBlob | None:
+        """The data file to serve for ``grant``, or None when nothing is stored.
+
+        Raises: StorageUnavailable.
+        """
+        ...

@@ -3,53 +3,31 @@
 Upload URLs are SigV4 query-presigned and sign ``Content-Length``, ``Content-Type`` and,
 when declared, ``x-amz-checksum-sha256``, so S3 itself refuses a body of another length,
 type or checksum, an expired URL and any altered one. URLs are signed by the fast
-presigner in ``sigv4.py`` (byte-identical to botocore's); everything else goes through one
-boto3 client per process, built lazily on first use (never at import, never before fork).
-Native errors are translated here and nowhere else: a missing object is ``None``, anything
-that means "S3 is not answering as it should" is ``BrokerError("storage.unavailable")``.
+presigner in ``sigv4.py`` (byte-identical to botocore's); everything else goes through the
+connection's one boto3 client (``s3_connection.py``), whose ``errors`` helper is where
+boto3's errors become ``StorageUnavailable``. Bucket set-up for operators is in
+``s3_setup.py``.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import contextlib
 import hashlib
-import logging
-import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from ..config import Clock, MiB
-from ..errors import BrokerError
+from ..errors import BrokerError, StorageUnavailable
 from ..models import StoredPart, UploadInstructions
 from ..naming import content_disposition
 from ..parts import MAX_PART_SIZE
 from .base import HASH_CHUNK, ObjectInfo, OpenUpload, StoredObject, check_stream_size
-from .sigv4 import Credentials, Presigner
+from .s3_connection import S3Connection, checksum_hex, error_code, is_missing
 
-log = logging.getLogger("broker.storage.s3")
-
-_PROBE_KEY = "broker-endpoint-probe"
-_MISSING = {"404", "NoSuchKey", "NotFound"}
 _NO_UPLOAD = {"NoSuchUpload"}
-
-
-def _checksum_hex(value: str | None) -> str | None:
-    """S3's base64 ``ChecksumSHA256`` as hex, or None when absent or malformed."""
-    if not value:
-        return None
-    try:
-        raw = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    return raw.hex() if len(raw) == 32 else None
 
 
 class S3Storage:
@@ -60,94 +38,22 @@ class S3Storage:
 
     def __init__(self, *, bucket: str, endpoint_url: str | None, region: str, clock: Clock) -> None:
         self.bucket = bucket
-        self.endpoint_url = endpoint_url
-        self.region = region
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._session: boto3.session.Session | None = None
-        self._client: Any = None
-        self._presigner: Presigner | None = None
-
-    # -- lazily built, once per process -------------------------------------------------------
+        self.connection = S3Connection(
+            bucket=bucket, endpoint_url=endpoint_url, region=region, clock=clock
+        )
 
     @property
     def client(self) -> Any:
-        """The process's boto3 S3 client (thread-safe; built on first use)."""
-        if self._client is None:
-            self._build()
-        return self._client
+        """The connection's boto3 client (built on first use)."""
+        return self.connection.client
 
-    def _build(self) -> None:
-        with self._lock:
-            if self._client is not None:
-                return
-            session = boto3.session.Session()
-            client = session.client(
-                "s3",
-                endpoint_url=self.endpoint_url,
-                region_name=self.region,
-                config=Config(
-                    signature_version="s3v4",  # never SigV2: it does not sign Content-Length
-                    s3={"addressing_style": "path" if self.endpoint_url else "virtual"},
-                    retries={"mode": "standard", "max_attempts": 3},
-                    connect_timeout=5,
-                    read_timeout=60,
-                ),
-            )
-            # Let botocore resolve the endpoint once (scheme, host, addressing style); the
-            # fast presigner then builds URLs on exactly that base.
-            probe = urlsplit(
-                client.generate_presigned_url(
-                    "get_object", Params={"Bucket": self.bucket, "Key": _PROBE_KEY}, ExpiresIn=60
-                )
-            )
-            host = probe.netloc
-            if (probe.scheme, probe.port) in (("http", 80), ("https", 443)):
-                host = host.rsplit(":", 1)[0]
-            self._presigner = Presigner(
-                origin=f"{probe.scheme}://{probe.netloc}",
-                host=host,
-                path_prefix=probe.path[: -len(_PROBE_KEY)],
-                region=client.meta.region_name,
-            )
-            self._session = session
-            self._client = client
-
-    def _signing(self) -> tuple[Presigner, Credentials, int]:
-        if self._presigner is None:
-            self._build()
-        assert self._presigner is not None
-        assert self._session is not None
-        found = self._session.get_credentials()
-        if found is None:
-            raise BrokerError("storage.unavailable", "No AWS credentials are configured.")
-        frozen = found.get_frozen_credentials()  # refreshes temporary credentials in time
-        credentials = Credentials(frozen.access_key, frozen.secret_key, frozen.token)
-        return self._presigner, credentials, int(self._clock())
-
-    @contextmanager
-    def _errors(self, action: str) -> Iterator[None]:
-        """Translate boto3's errors into the catalogue at this boundary."""
-        try:
-            yield
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            log.warning("S3 %s failed: %s (%s)", action, code, status)
-            raise BrokerError(
-                "storage.unavailable", f"Storage refused to {action} ({code or status})."
-            ) from exc
-        except BotoCoreError as exc:
-            log.warning("S3 %s failed: %s", action, exc)
-            raise BrokerError("storage.unavailable", f"Storage did not answer ({action}).") from exc
-
-    # -- the storage Protocol -----------------------------------------------------------------
+    # -- Storage ----------------------------------------------------------------------------------
 
     def presign_put(
         self, key: str, *, size: int, content_type: str, sha256: str | None, expires_at: int
     ) -> UploadInstructions:
         """A PUT URL signing the exact length, type and (declared) SHA-256 of the body."""
-        presigner, credentials, now = self._signing()
+        presigner, credentials, now = self.connection.signing()
         headers = {"Content-Length": str(size), "Content-Type": content_type}
         if sha256 is not None:
             headers["x-amz-checksum-sha256"] = base64.b64encode(bytes.fromhex(sha256)).decode()
@@ -161,7 +67,7 @@ class S3Storage:
         self, key: str, *, filename: str, content_type: str, attachment: bool, expires_at: int
     ) -> str:
         """A GET URL whose response carries the file's type and Content-Disposition."""
-        presigner, credentials, now = self._signing()
+        presigner, credentials, now = self.connection.signing()
         params = {
             "response-content-disposition": content_disposition(filename, attachment=attachment),
             "response-content-type": content_type,
@@ -173,18 +79,18 @@ class S3Storage:
 
     def head(self, key: str) -> ObjectInfo | None:
         """HEAD with checksum mode: size, type, ETag, and the SHA-256 S3 verified, if any."""
-        with self._errors("read object metadata"):
+        with self.connection.errors("read object metadata"):
             try:
                 answer = self.client.head_object(
                     Bucket=self.bucket, Key=key, ChecksumMode="ENABLED"
                 )
             except ClientError as exc:
-                if _is_missing(exc):
+                if is_missing(exc):
                     return None
                 raise
         sha256 = None
         if answer.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT":
-            sha256 = _checksum_hex(answer.get("ChecksumSHA256"))
+            sha256 = checksum_hex(answer.get("ChecksumSHA256"))
         return ObjectInfo(
             key=key,
             size=int(answer["ContentLength"]),
@@ -195,11 +101,11 @@ class S3Storage:
 
     def iter_bytes(self, key: str) -> Iterator[bytes]:
         """Stream the object in HASH_CHUNK pieces (bounded memory)."""
-        with self._errors("read an object"):
+        with self.connection.errors("read an object"):
             try:
                 answer = self.client.get_object(Bucket=self.bucket, Key=key)
             except ClientError as exc:
-                if _is_missing(exc):
+                if is_missing(exc):
                     raise FileNotFoundError(key) from exc
                 raise
             body = answer["Body"]
@@ -210,23 +116,23 @@ class S3Storage:
 
     def delete(self, key: str) -> None:
         """DELETE is idempotent in S3: a missing key is not an error."""
-        with self._errors("delete an object"):
+        with self.connection.errors("delete an object"):
             try:
                 self.client.delete_object(Bucket=self.bucket, Key=key)
             except ClientError as exc:
-                if not _is_missing(exc):
+                if not is_missing(exc):
                     raise
 
     def ping(self) -> None:
         """HEAD the bucket."""
-        with self._errors("reach the bucket"):
+        with self.connection.errors("reach the bucket"):
             self.client.head_bucket(Bucket=self.bucket)
 
-    # -- multipart uploads --------------------------------------------------------------------
+    # -- MultipartStorage -------------------------------------------------------------------------
 
     def start_multipart(self, key: str, *, content_type: str) -> str:
         """CreateMultipartUpload with the object's content type (parts carry none)."""
-        with self._errors("start a multipart upload"):
+        with self.connection.errors("start a multipart upload"):
             answer = self.client.create_multipart_upload(
                 Bucket=self.bucket, Key=key, ContentType=content_type
             )
@@ -236,7 +142,7 @@ class S3Storage:
         self, key: str, upload_id: str, *, part_number: int, size: int, expires_at: int
     ) -> UploadInstructions:
         """An UploadPart URL signing the part's exact length."""
-        presigner, credentials, now = self._signing()
+        presigner, credentials, now = self.connection.signing()
         headers = {"Content-Length": str(size)}
         url = presigner.presign(
             "PUT", key, credentials=credentials, now=now, expires=expires_at - now,
@@ -248,14 +154,14 @@ class S3Storage:
         """ListParts, every page; None when S3 says NoSuchUpload."""
         found: list[StoredPart] = []
         marker = 0
-        with self._errors("list the parts of an upload"):
+        with self.connection.errors("list the parts of an upload"):
             while True:
                 try:
                     answer = self.client.list_parts(
                         Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumberMarker=marker
                     )
                 except ClientError as exc:
-                    if _error_code(exc) in _NO_UPLOAD or _is_missing(exc):
+                    if error_code(exc) in _NO_UPLOAD or is_missing(exc):
                         return None
                     raise
                 found.extend(
@@ -273,7 +179,7 @@ class S3Storage:
 
     def finish_multipart(self, key: str, upload_id: str, parts: Sequence[StoredPart]) -> ObjectInfo:
         """CompleteMultipartUpload with storage's own ETags, then HEAD the object."""
-        with self._errors("complete a multipart upload"):
+        with self.connection.errors("complete a multipart upload"):
             try:
                 self.client.complete_multipart_upload(
                     Bucket=self.bucket,
@@ -287,7 +193,7 @@ class S3Storage:
                     },
                 )
             except ClientError as exc:
-                code = _error_code(exc)
+                code = error_code(exc)
                 if code in _NO_UPLOAD:
                     raise BrokerError(
                         "upload.not_received", "The multipart upload is not open."
@@ -299,19 +205,21 @@ class S3Storage:
                 raise
         info = self.head(key)
         if info is None:
-            raise BrokerError("storage.unavailable", "The completed object is not readable.")
+            raise StorageUnavailable(
+                "The completed object is not readable.", action="complete a multipart upload"
+            )
         return info
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
         """AbortMultipartUpload; an upload that is gone already is fine."""
-        with self._errors("abort a multipart upload"):
+        with self.connection.errors("abort a multipart upload"):
             try:
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
             except ClientError as exc:
-                if not (_error_code(exc) in _NO_UPLOAD or _is_missing(exc)):
+                if not (error_code(exc) in _NO_UPLOAD or is_missing(exc)):
                     raise
 
-    # -- proxied uploads ----------------------------------------------------------------------
+    # -- StreamingStorage -------------------------------------------------------------------------
 
     stream_part_size = 8 * MiB
     """Bytes buffered per part when streaming a body in (the most held in memory at once,
@@ -363,7 +271,7 @@ class S3Storage:
                     "The file's SHA-256 differs from the declared checksum.",
                 )
             if upload_id is None:
-                with self._errors("store an object"):
+                with self.connection.errors("store an object"):
                     answer = self.client.put_object(
                         Bucket=self.bucket,
                         Key=key,
@@ -375,7 +283,7 @@ class S3Storage:
                 if buffer:
                     parts.append(self._send_part(key, upload_id, len(parts) + 1, buffer))
                     buffer = []
-                with self._errors("complete a multipart upload"):
+                with self.connection.errors("complete a multipart upload"):
                     answer = self.client.complete_multipart_upload(
                         Bucket=self.bucket,
                         Key=key,
@@ -402,7 +310,7 @@ class S3Storage:
         """UploadPart of the buffered chunks; the part as CompleteMultipartUpload lists it."""
         body = b"".join(buffer)
         buffer.clear()  # the joined copy is all that is held from here on
-        with self._errors("upload a part"):
+        with self.connection.errors("upload a part"):
             answer = self.client.upload_part(
                 Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
             )
@@ -410,13 +318,13 @@ class S3Storage:
         # the upload was opened without a checksum algorithm, so completion names none.
         return {"PartNumber": number, "ETag": answer["ETag"]}
 
-    # -- housekeeping -------------------------------------------------------------------------
+    # -- InventoryStorage -------------------------------------------------------------------------
 
     def iter_uploads(self) -> Iterator[OpenUpload]:
         """ListMultipartUploads, page by page (1,000 uploads each)."""
         params: dict[str, Any] = {"Bucket": self.bucket}
         while True:
-            with self._errors("list multipart uploads"):
+            with self.connection.errors("list multipart uploads"):
                 answer = self.client.list_multipart_uploads(**params)
             for upload in answer.get("Uploads", []):
                 yield OpenUpload(
@@ -436,7 +344,7 @@ class S3Storage:
         """ListObjectsV2, page by page (1,000 keys each)."""
         params: dict[str, Any] = {"Bucket": self.bucket}
         while True:
-            with self._errors("list objects"):
+            with self.connection.errors("list objects"):
                 answer = self.client.list_objects_v2(**params)
             for found in answer.get("Contents", []):
                 yield StoredObject(
@@ -448,84 +356,3 @@ class S3Storage:
             if not answer.get("IsTruncated") or not token:
                 return
             params["ContinuationToken"] = token
-
-    def sweep_scratch(self, older_than: float) -> int:
-        """Nothing to do: the broker keeps no scratch in S3 (parts live in open uploads)."""
-        return 0
-
-    def _bucket_exists(self) -> bool:
-        try:
-            self.client.head_bucket(Bucket=self.bucket)
-        except ClientError as exc:
-            if _is_missing(exc):
-                return False
-            raise
-        return True
-
-    # -- operator tasks -----------------------------------------------------------------------
-
-    def setup(
-        self, *, create: bool, cors_origins: tuple[str, ...], abort_multipart_days: int = 1
-    ) -> list[str]:
-        """Create the bucket (if asked), apply CORS and the multipart lifecycle rule.
-
-        Returns what was done, one line each, for the CLI to print.
-        """
-        done: list[str] = []
-        with self._errors("set up the bucket"):
-            if create:
-                if self._bucket_exists():
-                    done.append(f"bucket {self.bucket} exists")
-                else:
-                    params: dict[str, Any] = {"Bucket": self.bucket}
-                    if self.client.meta.region_name != "us-east-1":
-                        params["CreateBucketConfiguration"] = {
-                            "LocationConstraint": self.client.meta.region_name
-                        }
-                    self.client.create_bucket(**params)
-                    done.append(f"created bucket {self.bucket}")
-            if cors_origins:
-                self.client.put_bucket_cors(
-                    Bucket=self.bucket,
-                    CORSConfiguration={
-                        "CORSRules": [
-                            {
-                                "AllowedOrigins": list(cors_origins),
-                                "AllowedMethods": ["PUT", "GET", "HEAD"],
-                                "AllowedHeaders": ["*"],
-                                "ExposeHeaders": ["ETag", "x-amz-checksum-sha256"],
-                                "MaxAgeSeconds": 600,
-                            }
-                        ]
-                    },
-                )
-                done.append(f"CORS: PUT/GET/HEAD from {', '.join(cors_origins)}, ETag exposed")
-            self.client.put_bucket_lifecycle_configuration(
-                Bucket=self.bucket,
-                LifecycleConfiguration={
-                    "Rules": [
-                        {
-                            "ID": "broker-abort-incomplete-multipart",
-                            "Status": "Enabled",
-                            "Filter": {"Prefix": ""},
-                            "AbortIncompleteMultipartUpload": {
-                                "DaysAfterInitiation": abort_multipart_days
-                            },
-                        }
-                    ]
-                },
-            )
-            done.append(
-                f"lifecycle: abort incomplete multipart uploads after {abort_multipart_days} day(s)"
-            )
-        return done
-
-
-def _error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _is_missing(exc: ClientError) -> bool:
-    code = str(exc.response.get("Error", {}).get("Code", ""))
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return code in _MISSING or status == 404
