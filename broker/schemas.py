@@ -244,10 +244,15 @@ class UploadSchema(Schema):
     expires_at = fields.Integer()
 
 
-class FileSchema(ViewSchema):
-    """A file object as every route returns it."""
+class ObjectSchema(Schema):
+    """Every object the API answers with has an ``id`` and says what it is (``object``)."""
 
     id = fields.String()
+
+
+class FileSchema(ViewSchema, ObjectSchema):
+    """A file object as every route returns it."""
+
     object = fields.Constant("file")
     bucket = fields.String()
     key = fields.String()
@@ -308,10 +313,9 @@ class BucketListSchema(Schema):
     has_more = fields.Boolean()
 
 
-class KeySchema(Schema):
+class KeySchema(ObjectSchema):
     """An API key without its secret."""
 
-    id = fields.String()
     object = fields.Constant("api_key")
     tenant = fields.String()
     name = fields.String(allow_none=True)

@@ -21,6 +21,13 @@ from .operations import operation
 
 bp = Blueprint("files", __name__, url_prefix="/v1/files")
 _form = FormUploadSchema()
+_ON_A_PENDING_FILE: dict[str, Any] = {
+    "response": (200, FileSchema),
+    "errors": (400, 401, 403, 404, 409, 422, 503),
+    "optional_body": True,
+    "scope": Scope.FILES_WRITE,
+}
+"""What completing a file and re-signing its parts share: a write on one file, body optional."""
 
 
 @bp.post("")
@@ -82,12 +89,7 @@ def get(who: Principal, file_id: str) -> FileView:
 
 @bp.post("/<file_id>/complete")
 @operation(
-    summary="Validate the stored object and finalise",
-    response=(200, FileSchema),
-    errors=(400, 401, 403, 404, 409, 422, 503),
-    body=CompleteSchema,
-    optional_body=True,
-    scope=Scope.FILES_WRITE,
+    summary="Validate the stored object and finalise", body=CompleteSchema, **_ON_A_PENDING_FILE
 )
 def complete(who: Principal, file_id: str, body: dict[str, Any]) -> FileView:
     """Validate the stored object against the declaration and finalise the file."""
@@ -97,11 +99,8 @@ def complete(who: Principal, file_id: str, body: dict[str, Any]) -> FileView:
 @bp.post("/<file_id>/parts")
 @operation(
     summary="Sign part URLs again for a pending multipart upload (resume)",
-    response=(200, FileSchema),
-    errors=(400, 401, 403, 404, 409, 422, 503),
     body=PartsRequestSchema,
-    optional_body=True,
-    scope=Scope.FILES_WRITE,
+    **_ON_A_PENDING_FILE,
 )
 def parts(who: Principal, file_id: str, body: dict[str, Any]) -> FileView:
     """Sign part URLs again for a pending multipart upload (resume after they expired)."""
