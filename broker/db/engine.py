@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, func, literal, select
 from sqlalchemy import exc as sa_exc
@@ -12,6 +12,9 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from ..errors import DatabaseUnavailable
 from . import migrate
+from .groupcommit import GroupCommit
+
+T = TypeVar("T")
 
 # What a database that is down, locked past the busy timeout, or out of pooled connections
 # raises. IntegrityError is not here: it is a refused write, mapped by the queries.
@@ -32,10 +35,17 @@ class Database:
             self.engine: Engine = create_engine(url, pool_size=16, max_overflow=16)
             event.listen(self.engine, "connect", self._on_sqlite_connect)
             event.listen(self.engine, "begin", _on_sqlite_begin)
+            path = self.engine.url.database
+            lock = f"{path}.writer-lock" if path and path != ":memory:" else None
+            self._group: GroupCommit | None = GroupCommit(
+                self.engine, lock_path=lock, timeout=busy_timeout
+            )
         else:
             self.engine = create_engine(
                 url, pool_pre_ping=True, pool_size=5, max_overflow=10, pool_timeout=5
             )
+            # PostgreSQL shares WAL flushes between concurrent commits itself.
+            self._group = None
 
     def _on_sqlite_connect(self, dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
         """WAL for concurrent readers, FULL sync so a committed row survives a crash."""
@@ -73,6 +83,14 @@ class Database:
         (on SQLite it holds the one writer's lock from its start: BEGIN IMMEDIATE)."""
         with self._transaction(write=True) as conn:
             yield conn
+
+    def run_write(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` in a short write transaction; on SQLite it is group-committed
+        (``work`` may then run twice and in another thread: see GroupCommit.run)."""
+        if self._group is not None:
+            return self._group.run(work)
+        with self.write() as conn:
+            return work(conn)
 
     def ping(self) -> None:
         """Raise DatabaseUnavailable unless the database answers."""
@@ -116,6 +134,8 @@ class Database:
 
     def dispose(self) -> None:
         """Close pooled connections (before fork, or at the end of a test)."""
+        if self._group is not None:
+            self._group.close()
         self.engine.dispose()
 
 

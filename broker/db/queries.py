@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Connection,
     and_,
     bindparam,
     case,
@@ -110,6 +111,23 @@ _REVOKE_KEY = (
 _FILE_FIELDS = frozenset(FILE_KEYS)
 
 
+def _insert_file(conn: Connection, record: FileRecord, answer: IdempotentAnswer | None) -> None:
+    if answer is not None:
+        # An expired answer no longer binds its key: clear it so the key can be reused.
+        since = answer.created_at - IDEMPOTENCY_TTL
+        conn.execute(
+            _DELETE_EXPIRED_ANSWER, {"tenant": answer.tenant, "key": answer.key, "since": since}
+        )
+        try:
+            conn.execute(_INSERT_ANSWER, answer_params(answer))
+        except IntegrityError as exc:
+            raise IdempotencyConflict from exc
+    try:
+        conn.execute(_INSERT_FILE, file_params(record))
+    except IntegrityError as exc:
+        raise KeyExists from exc
+
+
 def _like_prefix(prefix: str) -> str:
     return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
@@ -124,22 +142,7 @@ class MetadataStore:
 
     def insert_file(self, record: FileRecord, answer: IdempotentAnswer | None = None) -> None:
         """Insert a pending file and its replayable answer (KeyExists, IdempotencyConflict)."""
-        with self.db.write() as conn:
-            if answer is not None:
-                # An expired answer no longer binds its key: clear it so the key can be reused.
-                since = answer.created_at - IDEMPOTENCY_TTL
-                conn.execute(
-                    _DELETE_EXPIRED_ANSWER,
-                    {"tenant": answer.tenant, "key": answer.key, "since": since},
-                )
-                try:
-                    conn.execute(_INSERT_ANSWER, answer_params(answer))
-                except IntegrityError as exc:
-                    raise IdempotencyConflict from exc
-            try:
-                conn.execute(_INSERT_FILE, file_params(record))
-            except IntegrityError as exc:
-                raise KeyExists from exc
+        self.db.run_write(lambda conn: _insert_file(conn, record, answer))
 
     def get_file(self, tenant: str, file_id: str) -> FileRecord | None:
         """The tenant's file with this id, or None (another tenant's file is None too)."""
@@ -190,8 +193,7 @@ class MetadataStore:
             "where_id": file_id,
             "where_status": from_status.value,
         }
-        with self.db.write() as conn:
-            return bool(conn.execute(_TRANSITION, params).rowcount)
+        return self.db.run_write(lambda conn: bool(conn.execute(_TRANSITION, params).rowcount))
 
     def extend(self, tenant: str, file_id: str, expires_at: int, updated_at: int) -> bool:
         """Push a pending file's expiry out (never in) when its URLs are re-issued."""
@@ -201,13 +203,15 @@ class MetadataStore:
             "new_expires_at": expires_at,
             "updated_at": updated_at,
         }
-        with self.db.write() as conn:
-            return bool(conn.execute(_EXTEND, params).rowcount)
+        return self.db.run_write(lambda conn: bool(conn.execute(_EXTEND, params).rowcount))
 
     def delete_file(self, tenant: str, file_id: str) -> bool:
         """Remove the row; False when it was already gone."""
-        with self.db.write() as conn:
-            return bool(conn.execute(_DELETE_FILE, {"tenant": tenant, "id": file_id}).rowcount)
+        return self.db.run_write(
+            lambda conn: bool(
+                conn.execute(_DELETE_FILE, {"tenant": tenant, "id": file_id}).rowcount
+            )
+        )
 
     def live_counts(self, tenant: str) -> dict[str, int]:
         """Pending plus complete files per bucket for one tenant."""
@@ -249,8 +253,7 @@ class MetadataStore:
             "failure_code": failure_code,
             "updated_at": updated_at,
         }
-        with self.db.write() as conn:
-            return bool(conn.execute(_EXPIRE, params).rowcount)
+        return self.db.run_write(lambda conn: bool(conn.execute(_EXPIRE, params).rowcount))
 
     def live_holders(
         self, tenant: str, bucket: str, keys: Collection[str]
@@ -282,15 +285,13 @@ class MetadataStore:
             "fingerprint": answer.fingerprint,
             "created_at": answer.created_at,
         }
-        with self.db.write() as conn:
-            conn.execute(_FORGET_ANSWER, params)
+        self.db.run_write(lambda conn: conn.execute(_FORGET_ANSWER, params))
 
     # -- API keys ------------------------------------------------------------------------------
 
     def insert_key(self, record: ApiKeyRecord) -> None:
         """Store a new key (its hash only)."""
-        with self.db.write() as conn:
-            conn.execute(_INSERT_KEY, key_params(record))
+        self.db.run_write(lambda conn: conn.execute(_INSERT_KEY, key_params(record)))
 
     def get_key(self, key_id: str) -> ApiKeyRecord | None:
         """A key by id, revoked or not."""
@@ -306,5 +307,6 @@ class MetadataStore:
 
     def revoke_key(self, key_id: str, at: int) -> bool:
         """Mark a key revoked; False when there is no such unrevoked key."""
-        with self.db.write() as conn:
-            return bool(conn.execute(_REVOKE_KEY, {"where_id": key_id, "at": at}).rowcount)
+        return self.db.run_write(
+            lambda conn: bool(conn.execute(_REVOKE_KEY, {"where_id": key_id, "at": at}).rowcount)
+        )
