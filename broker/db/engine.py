@@ -36,7 +36,8 @@ class Database:
             event.listen(self.engine, "connect", self._on_sqlite_connect)
             event.listen(self.engine, "begin", _on_sqlite_begin)
             path = self.engine.url.database
-            lock = f"{path}.writer-lock" if path and path != ":memory:" else None
+            on_disk = path and path != ":memory:" and not path.startswith("file:")
+            lock = f"{path}.writer-lock" if on_disk else None
             self._group: GroupCommit | None = GroupCommit(
                 self.engine, lock_path=lock, timeout=busy_timeout
             )
@@ -80,17 +81,21 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A read-write transaction, committed when the block ends without an exception
-        (on SQLite it holds the one writer's lock from its start: BEGIN IMMEDIATE)."""
+        (on SQLite it holds the one writer's lock from its start: BEGIN IMMEDIATE). Not
+        group-committed: short request writes go through ``run_write``."""
         with self._transaction(write=True) as conn:
             yield conn
 
     def run_write(self, work: Callable[[Connection], T]) -> T:
         """Run ``work`` in a short write transaction; on SQLite it is group-committed
         (``work`` may then run twice and in another thread: see GroupCommit.run)."""
-        if self._group is not None:
+        if self._group is None:
+            with self.write() as conn:
+                return work(conn)
+        try:
             return self._group.run(work)
-        with self.write() as conn:
-            return work(conn)
+        except UNAVAILABLE as exc:  # a write's own statement failed (alone, see run)
+            raise DatabaseUnavailable from exc
 
     def ping(self) -> None:
         """Raise DatabaseUnavailable unless the database answers."""

@@ -22,13 +22,11 @@ from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy import exc as sa_exc
 
 from ..errors import DatabaseUnavailable
 
 T = TypeVar("T")
 _BATCH_LIMIT = 128  # writes folded into one commit at most
-_UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
 
 
 class _Outcome(Generic[T]):
@@ -131,46 +129,60 @@ class GroupCommit:
     def _commit(self, batch: list[_Work]) -> None:
         try:
             results = self._transaction([work for work, _ in batch])
-        except _UNAVAILABLE as exc:
+        except DatabaseUnavailable as exc:  # BEGIN or COMMIT failed: nobody's write is in
             self._fail(batch, exc)
             return
-        except Exception:
-            self._settle_each(batch)
+        except Exception:  # a write failed: find whose, each in a transaction of its own
+            for item in batch:
+                work, done = item
+                try:
+                    done.set_result(self._transaction([work])[0])
+                except DatabaseUnavailable as exc:
+                    self._fail([item], exc)
+                except Exception as exc:
+                    done.set_exception(exc)
             return
         for (_, done), result in zip(batch, results, strict=True):
             done.set_result(result)
 
-    def _settle_each(self, batch: list[_Work]) -> None:
-        for item in batch:  # find whose write failed: one transaction each
-            work, done = item
-            try:
-                done.set_result(self._transaction([work])[0])
-            except _UNAVAILABLE as exc:
-                self._fail([item], exc)
-            except Exception as exc:
-                done.set_exception(exc)
-
     @staticmethod
-    def _fail(batch: list[_Work], exc: BaseException) -> None:
-        for _, done in batch:
+    def _fail(batch: list[_Work], exc: DatabaseUnavailable) -> None:
+        for _, done in batch:  # an exception of its own per request (tracebacks differ)
             failure = DatabaseUnavailable()
-            failure.__cause__ = exc
+            failure.__cause__ = exc.__cause__
             done.set_exception(failure)
 
     def _transaction(self, works: list[Callable[[Connection], Any]]) -> list[Any]:
+        """One transaction over ``works``: an exception of a work is raised as it is; a
+        failing BEGIN, ROLLBACK or COMMIT as DatabaseUnavailable."""
         if self._connection is None:
-            self._connection = self._engine.connect().execution_options(broker_write=True)
+            with self._or_unavailable():
+                self._connection = self._engine.connect().execution_options(broker_write=True)
         connection = self._connection
+        with self._or_unavailable():
+            transaction = connection.begin()  # BEGIN IMMEDIATE
         try:
-            with connection.begin():  # BEGIN IMMEDIATE; COMMIT returns once WAL is fsynced
-                return [work(connection) for work in works]
-        except _UNAVAILABLE:
-            # A failed BEGIN or COMMIT can leave the driver's transaction open: start over on
-            # a new connection (closing this one rolls back whatever it held).
-            connection.invalidate()
-            connection.close()
-            self._connection = None
+            results = [work(connection) for work in works]
+        except BaseException:
+            with self._or_unavailable():
+                transaction.rollback()
             raise
+        with self._or_unavailable():
+            transaction.commit()  # returns once the WAL is fsynced (synchronous=FULL)
+        return results
+
+    @contextmanager
+    def _or_unavailable(self) -> Iterator[None]:
+        try:
+            yield
+        except Exception as exc:
+            # The driver's transaction may still be open: drop the connection (closing it
+            # rolls back whatever it held); the next batch opens another.
+            if self._connection is not None:
+                self._connection.invalidate()
+                self._connection.close()
+                self._connection = None
+            raise DatabaseUnavailable from exc
 
     @contextmanager
     def _between_processes(self) -> Iterator[None]:

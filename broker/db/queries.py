@@ -19,6 +19,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.expression import Executable
 
 from ..models import ApiKeyRecord, FileRecord, Status
 from .engine import Database
@@ -138,6 +139,10 @@ class MetadataStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
+    def _changes(self, statement: Executable, params: dict[str, Any]) -> bool:
+        """Run one write statement in its own transaction; whether it changed a row."""
+        return self.db.run_write(lambda conn: bool(conn.execute(statement, params).rowcount))
+
     # -- files -----------------------------------------------------------------------------
 
     def insert_file(self, record: FileRecord, answer: IdempotentAnswer | None = None) -> None:
@@ -193,7 +198,7 @@ class MetadataStore:
             "where_id": file_id,
             "where_status": from_status.value,
         }
-        return self.db.run_write(lambda conn: bool(conn.execute(_TRANSITION, params).rowcount))
+        return self._changes(_TRANSITION, params)
 
     def extend(self, tenant: str, file_id: str, expires_at: int, updated_at: int) -> bool:
         """Push a pending file's expiry out (never in) when its URLs are re-issued."""
@@ -203,15 +208,11 @@ class MetadataStore:
             "new_expires_at": expires_at,
             "updated_at": updated_at,
         }
-        return self.db.run_write(lambda conn: bool(conn.execute(_EXTEND, params).rowcount))
+        return self._changes(_EXTEND, params)
 
     def delete_file(self, tenant: str, file_id: str) -> bool:
         """Remove the row; False when it was already gone."""
-        return self.db.run_write(
-            lambda conn: bool(
-                conn.execute(_DELETE_FILE, {"tenant": tenant, "id": file_id}).rowcount
-            )
-        )
+        return self._changes(_DELETE_FILE, {"tenant": tenant, "id": file_id})
 
     def live_counts(self, tenant: str) -> dict[str, int]:
         """Pending plus complete files per bucket for one tenant."""
@@ -253,7 +254,7 @@ class MetadataStore:
             "failure_code": failure_code,
             "updated_at": updated_at,
         }
-        return self.db.run_write(lambda conn: bool(conn.execute(_EXPIRE, params).rowcount))
+        return self._changes(_EXPIRE, params)
 
     def live_holders(
         self, tenant: str, bucket: str, keys: Collection[str]
@@ -285,13 +286,13 @@ class MetadataStore:
             "fingerprint": answer.fingerprint,
             "created_at": answer.created_at,
         }
-        self.db.run_write(lambda conn: conn.execute(_FORGET_ANSWER, params))
+        self._changes(_FORGET_ANSWER, params)
 
     # -- API keys ------------------------------------------------------------------------------
 
     def insert_key(self, record: ApiKeyRecord) -> None:
         """Store a new key (its hash only)."""
-        self.db.run_write(lambda conn: conn.execute(_INSERT_KEY, key_params(record)))
+        self._changes(_INSERT_KEY, key_params(record))
 
     def get_key(self, key_id: str) -> ApiKeyRecord | None:
         """A key by id, revoked or not."""
@@ -307,6 +308,4 @@ class MetadataStore:
 
     def revoke_key(self, key_id: str, at: int) -> bool:
         """Mark a key revoked; False when there is no such unrevoked key."""
-        return self.db.run_write(
-            lambda conn: bool(conn.execute(_REVOKE_KEY, {"where_id": key_id, "at": at}).rowcount)
-        )
+        return self._changes(_REVOKE_KEY, {"where_id": key_id, "at": at})
