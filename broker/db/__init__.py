@@ -1,7 +1,8 @@
 """The metadata store: SQLAlchemy Core over SQLite (the default) or PostgreSQL.
 
 ``tables`` holds the schema, ``engine`` the Database (connections, transactions, 503s),
-``migrate`` Alembic, ``records`` the row/record mapping and ``queries`` every query.
+``groupcommit`` SQLite's shared commits, ``migrate`` Alembic, ``records`` the row/record
+mapping and ``queries`` every query.
 """
 
 from __future__ import annotations
