@@ -9,7 +9,6 @@ import re
 import shutil
 import signal
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -206,17 +205,20 @@ def sweep(grace: int, every: int | None, objects_every: int) -> None:
             if report.errors:
                 raise SystemExit(1)
             return
-        stop = threading.Event()
+        # A plain flag, not threading.Event: the handler runs in this thread, and Event.set()
+        # would deadlock if the signal landed while Event.wait held the Event's lock.
+        stopping: list[int] = []
         for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: stop.set())  # finish the pass, then leave
+            signal.signal(signum, lambda signum, _frame: stopping.append(signum))
         last_scan = float("-inf")
-        while not stop.is_set():
+        while not stopping:  # finish the pass, then leave
             started = time.monotonic()
             report = sweeper.run(grace, objects=started - last_scan >= objects_every)
             if report.objects_scanned:
                 last_scan = started
             click.echo(json.dumps(report.as_dict()))
-            stop.wait(max(0.0, every - (time.monotonic() - started)))
+            while not stopping and (left := every - (time.monotonic() - started)) > 0:
+                time.sleep(min(left, 0.2))
 
 
 @main.group()

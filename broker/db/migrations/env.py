@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-from broker.db import metadata
+from broker.db.tables import metadata
 
 config = context.config
 
