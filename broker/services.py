@@ -13,6 +13,7 @@ from .config import Clock, Settings
 from .context import Context
 from .db import Database, MetadataStore
 from .downloads import Downloads
+from .dumping import dumper
 from .files import Files
 from .keys import Keys
 from .links import DownloadLinks
@@ -84,7 +85,7 @@ def build(
         ctx=ctx,
         auth=auth,
         # An Idempotency-Key records the answer as the API shows it.
-        declarations=Declarations(ctx, views, FileSchema().dump),
+        declarations=Declarations(ctx, views, dumper(FileSchema)),
         completions=Completions(ctx, views),
         parts=PartReissue(ctx, views),
         proxied=ProxiedUploads(ctx, views),

@@ -7,10 +7,11 @@ import secrets
 from typing import Any, cast
 
 from flask import Flask, Response, current_app, g, request
-from marshmallow import Schema, ValidationError
+from marshmallow import ValidationError
 
 from ..auth import require
 from ..errors import BrokerError, validation_error
+from ..loading import Load
 from ..models import Principal, Scope
 from ..services import Services
 
@@ -41,7 +42,7 @@ def principal(scope: Scope | None = None) -> Principal:
     return found
 
 
-def json_body(schema: Schema, *, optional: bool = False) -> dict[str, Any]:
+def json_body(schema: Load, *, optional: bool = False) -> dict[str, Any]:
     """Parse and validate a JSON body (400 unparseable, 413 over the cap, 422 invalid)."""
     request.max_content_length = service().settings.max_json_bytes
     raw = request.get_data(cache=True)
@@ -64,10 +65,11 @@ def json_body(schema: Schema, *, optional: bool = False) -> dict[str, Any]:
     return load(schema, data)
 
 
-def load(schema: Schema, data: Any) -> dict[str, Any]:
-    """Validate with a schema; 422 ``validation.failed`` with per-field messages."""
+def load(schema: Load, data: Any) -> dict[str, Any]:
+    """Validate with a schema's load (``loading.loader``); 422 ``validation.failed`` with
+    per-field messages."""
     try:
-        loaded: dict[str, Any] = schema.load(data)
+        loaded = schema(data)
     except ValidationError as exc:
         messages = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
         raise validation_error(messages) from exc

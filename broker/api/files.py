@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 
+from ..loading import loader
 from ..models import FileView, Principal, Scope
 from ..schemas import (
     CompleteSchema,
@@ -20,7 +21,7 @@ from .forms import read_form
 from .operations import operation
 
 bp = Blueprint("files", __name__, url_prefix="/v1/files")
-_form = FormUploadSchema()
+_form = loader(FormUploadSchema)
 _ON_A_PENDING_FILE: dict[str, Any] = {
     "response": (200, FileSchema),
     "errors": (400, 401, 403, 404, 409, 422, 503),

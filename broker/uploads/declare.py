@@ -80,7 +80,11 @@ class Declarations(UseCase):
                 min(record.expires_at + ctx.settings.download_ttl, now + policy.max_url_ttl),
             ),
         )
-        recording = answer(principal, idempotency_key, print_, self.render(view), now)
+        recording = (  # rendered only to be recorded, under an Idempotency-Key
+            None
+            if print_ is None
+            else answer(principal, idempotency_key, print_, self.render(view), now)
+        )
         try:
             inserted = insert_pending(ctx.store, record, recording)
         except BaseException:
