@@ -19,10 +19,11 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.sql.expression import Executable
+from sqlalchemy.sql.expression import ClauseElement, Executable
 
 from ..models import ApiKeyRecord, FileRecord, Status
 from .engine import Database
+from .prepared import Prepared
 from .records import (
     FILE_KEYS,
     IDEMPOTENCY_TTL,
@@ -124,9 +125,21 @@ def _insert_file(conn: Connection, record: FileRecord, answer: IdempotentAnswer 
         except IntegrityError as exc:
             raise IdempotencyConflict from exc
     try:
-        conn.execute(_INSERT_FILE, file_params(record))
+        _prepared(conn, _INSERT_FILE, FILE_KEYS).execute(conn, file_params(record))
     except IntegrityError as exc:
         raise KeyExists from exc
+
+
+_PREPARED: dict[tuple[int, str], Prepared] = {}
+
+
+def _prepared(conn: Connection, statement: ClauseElement, keys: Sequence[str]) -> Prepared:
+    """``statement`` compiled once for this connection's dialect."""
+    dialect = conn.dialect
+    found = _PREPARED.get((id(statement), dialect.name))
+    if found is None:
+        found = _PREPARED[(id(statement), dialect.name)] = Prepared(statement, dialect, keys)
+    return found
 
 
 def _like_prefix(prefix: str) -> str:
