@@ -34,7 +34,9 @@ class S3Storage:
     """Storage adapter for one S3 bucket."""
 
     name = "s3"
-    serves_nosniff = False  # S3 keeps no such response header; see broker/downloads.py
+    serves_nosniff = False
+    listing_page_size = 1000
+    """Keys or uploads asked for per listing request (S3's own maximum)."""  # S3 keeps no such response header; see broker/downloads.py
 
     def __init__(self, *, bucket: str, endpoint_url: str | None, region: str, clock: Clock) -> None:
         self.bucket = bucket
@@ -322,37 +324,28 @@ class S3Storage:
 
     def iter_uploads(self) -> Iterator[OpenUpload]:
         """ListMultipartUploads, page by page (1,000 uploads each)."""
-        params: dict[str, Any] = {"Bucket": self.bucket}
-        while True:
-            with self.connection.errors("list multipart uploads"):
-                answer = self.client.list_multipart_uploads(**params)
-            for upload in answer.get("Uploads", []):
-                yield OpenUpload(
-                    key=upload["Key"],
-                    upload_id=upload["UploadId"],
-                    started_at=upload["Initiated"].timestamp(),
-                )
-            markers = (answer.get("NextKeyMarker"), answer.get("NextUploadIdMarker"))
-            if not answer.get("IsTruncated") or markers == (
-                params.get("KeyMarker"),
-                params.get("UploadIdMarker"),
-            ):  # the second test guards against a peer that never moves on
-                return
-            params["KeyMarker"], params["UploadIdMarker"] = markers
+        for upload in self._listed("list_multipart_uploads", "Uploads"):
+            yield OpenUpload(
+                key=upload["Key"],
+                upload_id=upload["UploadId"],
+                started_at=upload["Initiated"].timestamp(),
+            )
 
     def iter_objects(self) -> Iterator[StoredObject]:
         """ListObjectsV2, page by page (1,000 keys each)."""
-        params: dict[str, Any] = {"Bucket": self.bucket}
-        while True:
-            with self.connection.errors("list objects"):
-                answer = self.client.list_objects_v2(**params)
-            for found in answer.get("Contents", []):
-                yield StoredObject(
-                    key=found["Key"],
-                    size=int(found["Size"]),
-                    modified_at=found["LastModified"].timestamp(),
-                )
-            token = answer.get("NextContinuationToken")
-            if not answer.get("IsTruncated") or not token:
-                return
-            params["ContinuationToken"] = token
+        for found in self._listed("list_objects_v2", "Contents"):
+            yield StoredObject(
+                key=found["Key"],
+                size=int(found["Size"]),
+                modified_at=found["LastModified"].timestamp(),
+            )
+
+    def _listed(self, operation: str, items: str) -> Iterator[dict[str, Any]]:
+        """Every item of a bucket listing, through boto3's own paginator (which also stops
+        at a peer that hands out the same page token twice)."""
+        pages = self.client.get_paginator(operation).paginate(
+            Bucket=self.bucket, PaginationConfig={"PageSize": self.listing_page_size}
+        )
+        with self.connection.errors(operation.replace("_", " ")):
+            for page in pages:
+                yield from page.get(items, [])
