@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +21,14 @@ from flask.testing import FlaskClient
 from broker import create_app
 from broker.db import Database
 
-from support import ADMIN_KEY, STORAGE_BACKENDS, FrozenClock, Harness, StorageBackend
+from support import (
+    ADMIN_KEY,
+    STORAGE_BACKENDS,
+    FrozenClock,
+    Harness,
+    StorageBackend,
+    free_port,
+)
 
 PROJECT = Path(__file__).resolve().parents[1]
 LOCALSTACK_PYTHON = PROJECT / ".cache" / "localstack-venv" / "bin" / "python"
@@ -100,13 +106,6 @@ def postgres_url() -> Iterator[str]:
 
 
 # -- S3 peers ----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session", autouse=True)

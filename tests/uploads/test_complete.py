@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from broker.cli import main
 
-from support import S3_ONLY, Harness, StorageBackend
+from support import S3_ONLY, Harness, StorageBackend, free_port
 
 
 @pytest.fixture
@@ -138,8 +138,6 @@ def test_tenants_are_namespaced_in_the_bucket(h: Harness) -> None:
 def test_storage_down_is_503_and_loses_nothing(
     make_harness: Callable[..., Harness], moto_s3: Any
 ) -> None:
-    from conftest import free_port
-
     down = make_harness(
         BROKER_STORAGE="s3",
         BROKER_S3_BUCKET="nowhere",
