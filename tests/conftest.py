@@ -16,7 +16,6 @@ from typing import Any
 import boto3
 import httpx
 import pytest
-from flask.testing import FlaskClient
 
 from broker import create_app
 from broker.db import Database
@@ -24,9 +23,11 @@ from broker.db import Database
 from support import (
     ADMIN_KEY,
     STORAGE_BACKENDS,
+    Client,
     FrozenClock,
     Harness,
     StorageBackend,
+    client_of,
     free_port,
 )
 
@@ -73,7 +74,7 @@ def make_harness(
         app = create_app(environ=env, clock=clock)
         app.config["TESTING"] = True
         return Harness(
-            app=app, client=app.test_client(), data_dir=data_dir, clock=clock, backend=backend
+            app=app, client=client_of(app), data_dir=data_dir, clock=clock, backend=backend
         )
 
     return build
@@ -85,7 +86,7 @@ def harness(make_harness: Callable[..., Harness]) -> Harness:
 
 
 @pytest.fixture
-def client(harness: Harness) -> FlaskClient:
+def client(harness: Harness) -> Client:
     return harness.client
 
 

@@ -36,7 +36,7 @@ def _storage_must_not_be_asked(harness: Harness, monkeypatch: pytest.MonkeyPatch
     def never(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("storage was asked to receive a body the headers lied about")
 
-    monkeypatch.setattr(harness.service.storage, "receive", never)
+    monkeypatch.setattr(harness.local, "receive", never)
 
 
 def _offset(harness: Harness, headers: dict[str, str], created: dict[str, Any]) -> int:
@@ -86,8 +86,7 @@ def test_a_part_url_binds_a_length_but_no_type(harness: Harness, acme: dict[str,
 
 
 def test_a_download_url_of_nothing_stored_yet_is_404(harness: Harness) -> None:
-    storage = harness.service.storage
-    url = storage.presign_get(
+    url = harness.local.presign_get(
         "acme/default/none", filename="n", content_type="text/plain", attachment=False,
         expires_at=int(harness.clock()) + 60,
     )  # fmt: skip
@@ -104,13 +103,13 @@ def test_a_client_gone_mid_body_is_a_size_mismatch(harness: Harness, acme: dict[
     )
     assert_envelope(response, 422, "upload.size_mismatch")
     assert "ended before" in response.json["error"]["message"]
-    assert list(harness.service.storage.disk.tmp.iterdir()) == []
+    assert list(harness.local.disk.tmp.iterdir()) == []
 
 
 def test_the_body_s_own_error_passes_storage_untranslated(harness: Harness) -> None:
     """Only the disk's errors are storage's: a socket error while reading the body is not
     ``storage.unavailable``, and it leaves nothing behind."""
-    storage = harness.service.storage
+    storage = harness.local
     upload = storage.presign_put(
         "acme/default/k", size=10, content_type="text/plain", sha256=None, expires_at=2**40
     )
@@ -163,7 +162,7 @@ def test_a_put_on_a_failing_disk_is_503_and_keeps_nothing(
     code: int,
 ) -> None:
     created = harness.declare(acme, sha256=hashlib.sha256(BODY).hexdigest())
-    storage = harness.service.storage
+    storage = harness.local
     with monkeypatch.context() as patched:
         fail_os_call(patched, call, nth, code)
         response = harness.put(created["upload"], BODY)
@@ -191,9 +190,10 @@ def test_a_part_put_on_a_failing_disk_is_503_and_keeps_nothing(
     with monkeypatch.context() as patched:
         fail_os_call(patched, "rename", 1, errno.EIO)  # the part into its upload's directory
         assert_envelope(harness.put(url, b"0123456789"), 503, "storage.unavailable")
-    record = harness.service.store.get_file("acme", created["id"])
-    assert harness.service.storage.list_parts(record.storage_key, record.upload_id) == []
-    assert list(harness.service.storage.disk.tmp.iterdir()) == []
+    record = harness.record(created["id"])
+    assert record.upload_id is not None
+    assert harness.local.list_parts(record.storage_key, record.upload_id) == []
+    assert list(harness.local.disk.tmp.iterdir()) == []
 
 
 def test_a_download_on_a_failing_disk_is_503(

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 import pytest
 from flask import Flask
 from sqlalchemy import create_engine
 
 from broker.errors import CATALOGUE, BrokerError
 
-from support import Harness, admin_headers, assert_envelope
+from support import Client, Harness, admin_headers, assert_envelope
 
 
-def test_unknown_route_is_404_route_not_found(client) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_route_is_404_route_not_found(client: Client) -> None:
     assert_envelope(client.get("/nope"), 404, "route.not_found")
 
 
-def test_wrong_method_is_405_with_allow(client) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_method_is_405_with_allow(client: Client) -> None:
     response = client.put("/v1/health")
     assert_envelope(response, 405, "method.not_allowed")
     assert "GET" in response.headers["Allow"]
@@ -87,7 +89,7 @@ def test_storage_failure_makes_health_503(harness: Harness) -> None:
         (harness.data_dir / "blobs" / "objects").chmod(0o700)
 
 
-def test_incoming_request_id_is_reused_when_well_formed(client) -> None:  # type: ignore[no-untyped-def]
+def test_incoming_request_id_is_reused_when_well_formed(client: Client) -> None:
     response = client.get("/nope", headers={"X-Request-Id": "abc-123-def-456"})
     assert response.headers["X-Request-Id"] == "abc-123-def-456"
     assert response.json["request_id"] == "abc-123-def-456"
@@ -95,7 +97,7 @@ def test_incoming_request_id_is_reused_when_well_formed(client) -> None:  # type
     assert hostile.headers["X-Request-Id"].startswith("req_")
 
 
-def test_success_answers_carry_a_request_id(client) -> None:  # type: ignore[no-untyped-def]
+def test_success_answers_carry_a_request_id(client: Client) -> None:
     assert client.get("/v1/health").headers["X-Request-Id"].startswith("req_")
 
 
@@ -108,7 +110,7 @@ def test_broker_error_renders_details(harness: Harness) -> None:
     app: Flask = harness.app
 
     @app.get("/boom")
-    def boom() -> None:
+    def boom() -> NoReturn:
         raise BrokerError("validation.failed", details={"size": ["too big"]})
 
     response = harness.client.get("/boom")
@@ -116,5 +118,5 @@ def test_broker_error_renders_details(harness: Harness) -> None:
     assert response.json["error"]["details"] == {"size": ["too big"]}
 
 
-def test_admin_headers_helper_is_valid(client) -> None:  # type: ignore[no-untyped-def]
+def test_admin_headers_helper_is_valid(client: Client) -> None:
     assert client.get("/v1/keys", headers=admin_headers()).status_code == 200

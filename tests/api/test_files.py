@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from support import Harness, path_of
+from support import Harness, error_code, path_of
 
 BODY = b"hello"
 
@@ -16,10 +17,6 @@ BODY = b"hello"
 @pytest.fixture
 def acme(harness: Harness) -> dict[str, str]:
     return harness.key("acme")
-
-
-def _error(response: object) -> str:
-    return response.json["error"]["code"]  # type: ignore[attr-defined,no-any-return]
 
 
 def test_declare_answers_the_contract_shape(harness: Harness, acme: dict[str, str]) -> None:
@@ -117,7 +114,7 @@ def test_complete_before_upload_is_409_and_leaves_it_pending(
     created = harness.declare(acme)
     response = harness.client.post(f"/v1/files/{created['id']}/complete", headers=acme)
     assert response.status_code == 409
-    assert _error(response) == "upload.not_received"
+    assert error_code(response) == "upload.not_received"
     assert harness.client.get(f"/v1/files/{created['id']}", headers=acme).json["status"] == (
         "pending"
     )
@@ -142,7 +139,7 @@ def test_download_of_a_pending_file_is_409(harness: Harness, acme: dict[str, str
     created = harness.declare(acme)
     response = harness.client.get(f"/v1/files/{created['id']}/content", headers=acme)
     assert response.status_code == 409
-    assert _error(response) == "upload.not_received"
+    assert error_code(response) == "upload.not_received"
 
 
 def test_create_download_url_serves_nothing_until_complete(
@@ -151,10 +148,13 @@ def test_create_download_url_serves_nothing_until_complete(
     """API.md: download_url only serves bytes once the file is complete."""
     created = harness.declare(acme)
     before_upload = harness.download(created["download_url"])
-    assert (before_upload.status_code, _error(before_upload)) == (409, "upload.not_received")
+    assert (before_upload.status_code, error_code(before_upload)) == (409, "upload.not_received")
     assert harness.put(created["upload"], BODY).status_code == 200
     before_complete = harness.download(created["download_url"])
-    assert (before_complete.status_code, _error(before_complete)) == (409, "upload.not_received")
+    assert (before_complete.status_code, error_code(before_complete)) == (
+        409,
+        "upload.not_received",
+    )
     assert BODY not in before_complete.data
     harness.client.post(f"/v1/files/{created['id']}/complete", headers=acme)
     assert harness.download(created["download_url"]).data == BODY
@@ -166,16 +166,16 @@ def test_download_link_expires_and_resists_tampering(
     created = harness.declare(acme, expires_in=60)
     link = created["download_url"]
     tampered = link[:-4] + ("AAAA" if not link.endswith("AAAA") else "BBBB")
-    assert _error(harness.download(tampered)) == "blob.bad_signature"
+    assert error_code(harness.download(tampered)) == "blob.bad_signature"
     harness.clock.advance(60 + 300)  # upload expiry plus BROKER_DOWNLOAD_TTL
-    assert _error(harness.download(link)) == "blob.expired"
+    assert error_code(harness.download(link)) == "blob.expired"
 
 
 def test_download_link_of_a_deleted_file_is_404(harness: Harness, acme: dict[str, str]) -> None:
     created = harness.declare(acme)
     harness.client.delete(f"/v1/files/{created['id']}", headers=acme)
     response = harness.download(created["download_url"])
-    assert (response.status_code, _error(response)) == (404, "file.not_found")
+    assert (response.status_code, error_code(response)) == (404, "file.not_found")
 
 
 def test_download_urls_expire(harness: Harness, acme: dict[str, str]) -> None:
@@ -183,7 +183,7 @@ def test_download_urls_expire(harness: Harness, acme: dict[str, str]) -> None:
     harness.clock.advance(301)  # BROKER_DOWNLOAD_TTL defaults to 300 s
     response = harness.download(done["download_url"])
     assert response.status_code == 403
-    assert _error(response) == "blob.expired"
+    assert error_code(response) == "blob.expired"
 
 
 def test_pending_file_reoffers_its_upload_until_it_expires(
@@ -199,27 +199,29 @@ def test_pending_file_reoffers_its_upload_until_it_expires(
 
 
 @pytest.mark.parametrize(
-    ("lie", "code"),
+    ("data", "lying_headers", "code"),
     [
-        ({"data": b"hell"}, "upload.size_mismatch"),
-        ({"data": b"hello!"}, "upload.size_mismatch"),
-        ({"headers": {"Content-Type": "text/html"}}, "upload.type_mismatch"),
-        ({"data": b"HELLO"}, "upload.checksum_mismatch"),
+        (b"hell", {}, "upload.size_mismatch"),
+        (b"hello!", {}, "upload.size_mismatch"),
+        (BODY, {"Content-Type": "text/html"}, "upload.type_mismatch"),
+        (b"HELLO", {}, "upload.checksum_mismatch"),
     ],
 )
 def test_a_lying_put_is_refused_and_stores_nothing(
-    harness: Harness, acme: dict[str, str], lie: dict[str, object], code: str
+    harness: Harness,
+    acme: dict[str, str],
+    data: bytes,
+    lying_headers: dict[str, str],
+    code: str,
 ) -> None:
     created = harness.declare(acme, sha256=hashlib.sha256(BODY).hexdigest())
-    data = lie.get("data", BODY)
-    assert isinstance(data, bytes)
-    headers = {"Content-Length": str(len(data)), **lie.get("headers", {})}  # type: ignore[dict-item]
+    headers = {"Content-Length": str(len(data)), **lying_headers}
     response = harness.put(created["upload"], data, **headers)
     assert response.status_code == 422
-    assert _error(response) == code
+    assert error_code(response) == code
     assert harness.client.get(f"/v1/files/{created['id']}", headers=acme).json["offset"] == 0
     complete = harness.client.post(f"/v1/files/{created['id']}/complete", headers=acme)
-    assert _error(complete) == "upload.not_received"
+    assert error_code(complete) == "upload.not_received"
     assert not list((harness.data_dir / "blobs" / "tmp").iterdir()), "temp file left behind"
 
 
@@ -228,7 +230,7 @@ def test_expired_upload_url_is_refused(harness: Harness, acme: dict[str, str]) -
     harness.clock.advance(10)
     response = harness.put(created["upload"], BODY)
     assert response.status_code == 403
-    assert _error(response) == "blob.expired"
+    assert error_code(response) == "blob.expired"
 
 
 def test_tampered_upload_url_is_refused(harness: Harness, acme: dict[str, str]) -> None:
@@ -237,7 +239,7 @@ def test_tampered_upload_url_is_refused(harness: Harness, acme: dict[str, str]) 
     tampered = url[:-3] + ("x" if url[-3] != "x" else "y") + url[-2:]
     response = harness.put({**created["upload"], "url": tampered}, BODY)
     assert response.status_code == 403
-    assert _error(response) == "blob.bad_signature"
+    assert error_code(response) == "blob.bad_signature"
 
 
 def test_mismatch_found_at_completion_fails_the_file_and_deletes_the_object(
@@ -247,7 +249,7 @@ def test_mismatch_found_at_completion_fails_the_file_and_deletes_the_object(
     created = harness.declare(acme, sha256=hashlib.sha256(BODY).hexdigest())
     assert harness.put(created["upload"], BODY).status_code == 200
     # Swap the stored bytes behind the broker's back (a storage peer that checks nothing).
-    storage = harness.service.storage
+    storage = harness.storage
     key = f"acme/default/{created['key']}"
     other = storage.presign_put(
         key, size=5, content_type="text/plain", sha256=None, expires_at=int(harness.clock()) + 60
@@ -258,7 +260,7 @@ def test_mismatch_found_at_completion_fails_the_file_and_deletes_the_object(
     )
     response = harness.client.post(f"/v1/files/{created['id']}/complete", headers=acme)
     assert response.status_code == 422
-    assert _error(response) == "upload.checksum_mismatch"
+    assert error_code(response) == "upload.checksum_mismatch"
     assert storage.head(key) is None
     fetched = harness.client.get(f"/v1/files/{created['id']}", headers=acme).json
     assert (fetched["status"], fetched["failure_code"]) == ("failed", "upload.checksum_mismatch")
@@ -278,7 +280,7 @@ def test_complete_of_failed_or_aborted_file_is_409(harness: Harness, acme: dict[
     assert harness.client.post(f"/v1/files/{created['id']}/abort", headers=acme).status_code == 200
     response = harness.client.post(f"/v1/files/{created['id']}/complete", headers=acme)
     assert response.status_code == 409
-    assert _error(response) == "upload.not_pending"
+    assert error_code(response) == "upload.not_pending"
 
 
 def test_abort_frees_storage_and_is_idempotent(harness: Harness, acme: dict[str, str]) -> None:
@@ -296,7 +298,7 @@ def test_abort_of_a_complete_file_is_409(harness: Harness, acme: dict[str, str])
     done = harness.upload(acme, BODY)
     response = harness.client.post(f"/v1/files/{done['id']}/abort", headers=acme)
     assert response.status_code == 409
-    assert _error(response) == "upload.already_complete"
+    assert error_code(response) == "upload.already_complete"
     assert harness.download(done["download_url"]).data == BODY
 
 
@@ -309,7 +311,7 @@ def test_delete_removes_bytes_and_row(harness: Harness, acme: dict[str, str]) ->
     assert harness.download(done["download_url"]).status_code == 404
     assert harness.client.get(f"/v1/files/{done['id']}", headers=acme).status_code == 404
     second = harness.client.delete(f"/v1/files/{done['id']}", headers=acme)
-    assert (second.status_code, _error(second)) == (404, "file.not_found")
+    assert (second.status_code, error_code(second)) == (404, "file.not_found")
     assert not list((harness.data_dir / "blobs" / "objects").rglob("*.blob"))
 
 
@@ -329,7 +331,7 @@ def test_client_chosen_key_that_exists_is_409(harness: Harness, acme: dict[str, 
         headers=acme,
         json={"name": "b.txt", "size": 1, "mime_type": "text/plain", "key": "same/key.txt"},
     )
-    assert (response.status_code, _error(response)) == (409, "file.key_exists")
+    assert (response.status_code, error_code(response)) == (409, "file.key_exists")
 
 
 def test_generated_keys_do_not_collide(harness: Harness, acme: dict[str, str]) -> None:
@@ -363,9 +365,9 @@ def test_traversal_and_unsafe_keys_are_422(
         json={"name": "a.txt", "size": 1, "mime_type": "text/plain", "key": key},
     )
     assert response.status_code == 422
-    assert _error(response) in ("key.invalid", "validation.failed")
+    assert error_code(response) in ("key.invalid", "validation.failed")
     if key:
-        assert _error(response) == "key.invalid"
+        assert error_code(response) == "key.invalid"
 
 
 def test_key_is_normalised_to_nfc(harness: Harness, acme: dict[str, str]) -> None:
@@ -396,7 +398,7 @@ def test_invalid_declarations_name_the_field(
 ) -> None:
     response = harness.client.post("/v1/files", headers=acme, json=body)
     assert response.status_code == 422
-    assert _error(response) == "validation.failed"
+    assert error_code(response) == "validation.failed"
     assert field in response.json["error"]["details"]
     assert all(isinstance(v, list | dict) for v in response.json["error"]["details"].values())
 
@@ -407,7 +409,7 @@ def test_expires_in_is_capped_by_the_bucket(harness: Harness, acme: dict[str, st
 
 
 @pytest.fixture
-def policed(make_harness, tmp_path: Path) -> Harness:  # type: ignore[no-untyped-def]
+def policed(make_harness: Callable[..., Harness], tmp_path: Path) -> Harness:
     policy = {
         "buckets": {
             "default": {},
@@ -420,7 +422,7 @@ def policed(make_harness, tmp_path: Path) -> Harness:  # type: ignore[no-untyped
     }
     path = tmp_path / "buckets.json"
     path.write_text(json.dumps(policy))
-    return make_harness(BROKER_BUCKETS=str(path))  # type: ignore[no-any-return]
+    return make_harness(BROKER_BUCKETS=str(path))
 
 
 def test_bucket_policy_limits_size_type_and_ttl(policed: Harness) -> None:
@@ -429,11 +431,11 @@ def test_bucket_policy_limits_size_type_and_ttl(policed: Harness) -> None:
     too_big = policed.client.post(
         "/v1/files", headers=headers, json={**base, "size": 1025, "mime_type": "image/png"}
     )
-    assert (too_big.status_code, _error(too_big)) == (413, "upload.size_exceeds_limit")
+    assert (too_big.status_code, error_code(too_big)) == (413, "upload.size_exceeds_limit")
     wrong_type = policed.client.post(
         "/v1/files", headers=headers, json={**base, "size": 10, "mime_type": "text/plain"}
     )
-    assert (wrong_type.status_code, _error(wrong_type)) == (422, "upload.mime_type_not_allowed")
+    assert (wrong_type.status_code, error_code(wrong_type)) == (422, "upload.mime_type_not_allowed")
     ok = policed.declare(headers, **base, size=1024, mime_type="image/PNG", expires_in=600)
     assert ok["mime_type"] == "image/png"
     assert ok["expires_at"] == int(policed.clock()) + 120
@@ -445,7 +447,7 @@ def test_unknown_bucket_is_404(harness: Harness, acme: dict[str, str]) -> None:
         headers=acme,
         json={"name": "a", "size": 1, "mime_type": "text/plain", "bucket": "nope"},
     )
-    assert (response.status_code, _error(response)) == (404, "bucket.not_found")
+    assert (response.status_code, error_code(response)) == (404, "bucket.not_found")
 
 
 def test_active_content_is_served_as_attachment(harness: Harness, acme: dict[str, str]) -> None:

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+from collections.abc import Callable
 
 import pytest
 
 from broker.errors import BrokerError
+from broker.models import ApiKeyRecord
 
-from support import ADMIN_KEY, Harness, admin_headers
+from support import ADMIN_KEY, Client, Harness, admin_headers, error_code
 
 BODY = b"tenant data"
-
-
-def _code(response: object) -> str:
-    return response.json["error"]["code"]  # type: ignore[attr-defined,no-any-return]
 
 
 @pytest.mark.parametrize(
@@ -29,9 +27,9 @@ def _code(response: object) -> str:
         ("POST", "/v1/keys"),
     ],
 )
-def test_no_key_is_401(client, method: str, path: str) -> None:  # type: ignore[no-untyped-def]
+def test_no_key_is_401(client: Client, method: str, path: str) -> None:
     response = client.open(path, method=method, json={})
-    assert (response.status_code, _code(response)) == (401, "auth.missing_key")
+    assert (response.status_code, error_code(response)) == (401, "auth.missing_key")
 
 
 @pytest.mark.parametrize(
@@ -43,10 +41,10 @@ def test_no_key_is_401(client, method: str, path: str) -> None:  # type: ignore[
         {"Authorization": "Basic " + ADMIN_KEY},
     ],
 )
-def test_unknown_key_is_401(client, headers: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_key_is_401(client: Client, headers: dict[str, str]) -> None:
     response = client.get("/v1/buckets", headers=headers)
     assert response.status_code == 401
-    assert _code(response) in ("auth.invalid_key", "auth.missing_key")
+    assert error_code(response) in ("auth.invalid_key", "auth.missing_key")
 
 
 def test_key_works_in_either_header(harness: Harness) -> None:
@@ -86,16 +84,16 @@ def test_revoked_key_stops_working_at_once(harness: Harness) -> None:
     assert revoked.status_code == 200
     assert revoked.json["revoked_at"] == int(harness.clock())
     response = harness.client.get("/v1/buckets", headers=headers)
-    assert (response.status_code, _code(response)) == (401, "auth.invalid_key")
+    assert (response.status_code, error_code(response)) == (401, "auth.invalid_key")
     unknown = harness.client.delete("/v1/keys/key_nope", headers=admin_headers())
-    assert (unknown.status_code, _code(unknown)) == (404, "key.not_found")
+    assert (unknown.status_code, error_code(unknown)) == (404, "key.not_found")
 
 
 def test_key_management_needs_admin_scope(harness: Harness) -> None:
     tenant = harness.key("acme")
     for method, path in (("POST", "/v1/keys"), ("GET", "/v1/keys"), ("DELETE", "/v1/keys/x")):
         response = harness.client.open(path, method=method, json={"tenant": "acme"}, headers=tenant)
-        assert (response.status_code, _code(response)) == (403, "auth.forbidden")
+        assert (response.status_code, error_code(response)) == (403, "auth.forbidden")
 
 
 def test_read_only_key_cannot_write(harness: Harness) -> None:
@@ -114,7 +112,7 @@ def test_read_only_key_cannot_write(harness: Harness) -> None:
             headers=reader,
             json={"name": "a", "size": 1, "mime_type": "text/plain"},
         )
-        assert (response.status_code, _code(response)) == (403, "auth.forbidden")
+        assert (response.status_code, error_code(response)) == (403, "auth.forbidden")
     assert harness.download(done["download_url"]).data == BODY
 
 
@@ -132,7 +130,7 @@ def test_invalid_key_requests_are_422(harness: Harness) -> None:
         {"tenant": "a", "scopes": []},
     ):
         response = harness.client.post("/v1/keys", json=body, headers=admin_headers())
-        assert (response.status_code, _code(response)) == (422, "validation.failed")
+        assert (response.status_code, error_code(response)) == (422, "validation.failed")
 
 
 def test_other_tenants_files_are_404_everywhere(harness: Harness) -> None:
@@ -149,7 +147,7 @@ def test_other_tenants_files_are_404_everywhere(harness: Harness) -> None:
         ("DELETE", "/v1/buckets/default/files/shared/name.txt"),
     ):
         response = harness.client.open(path, method=method, headers=globex)
-        assert (response.status_code, _code(response)) == (404, "file.not_found"), path
+        assert (response.status_code, error_code(response)) == (404, "file.not_found"), path
     listing = harness.client.get("/v1/buckets/default/files", headers=globex).json
     assert listing["data"] == []
     counts = {
@@ -170,7 +168,7 @@ def test_tenants_may_use_the_same_key_without_colliding(harness: Harness) -> Non
     assert harness.download(g["download_url"]).data == b"globex's"
 
 
-def test_anonymous_access_only_when_configured(make_harness) -> None:  # type: ignore[no-untyped-def]
+def test_anonymous_access_only_when_configured(make_harness: Callable[..., Harness]) -> None:
     closed = make_harness()
     assert closed.client.get("/v1/buckets").status_code == 401
     open_ = make_harness(BROKER_ALLOW_ANONYMOUS="1")
@@ -180,11 +178,11 @@ def test_anonymous_access_only_when_configured(make_harness) -> None:  # type: i
     )
     assert created.status_code == 201
     keys = open_.client.get("/v1/keys")
-    assert (keys.status_code, _code(keys)) == (403, "auth.forbidden")
+    assert (keys.status_code, error_code(keys)) == (403, "auth.forbidden")
 
 
 def test_a_verified_key_is_trusted_for_the_cache_ttl_then_looked_up_again(
-    harness: Harness,
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Revocation elsewhere (another worker, the CLI) is honoured within the cache TTL; the
     revoking process forgets the key at once."""
@@ -197,11 +195,11 @@ def test_a_verified_key_is_trusted_for_the_cache_ttl_then_looked_up_again(
     lookups: list[str] = []
     real_get_key = store.get_key
 
-    def counting_get_key(key_id: str) -> object:
+    def counting_get_key(key_id: str) -> ApiKeyRecord | None:
         lookups.append(key_id)
         return real_get_key(key_id)
 
-    store.get_key = counting_get_key  # type: ignore[method-assign]
+    monkeypatch.setattr(store, "get_key", counting_get_key)
     auth = Authenticator(
         store, admin_key=None, allow_anonymous=False, cache_ttl=5, monotonic=lambda: now[0]
     )

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from broker.cli import main
 
-from support import S3_ONLY, Harness, StorageBackend, free_port
+from support import S3_ONLY, Harness, StorageBackend, error_code, free_port
 
 
 @pytest.fixture
@@ -31,11 +31,7 @@ def _object(harness: Harness, created: dict[str, Any]) -> str:
 
 
 def _exists(harness: Harness, key: str) -> bool:
-    return harness.service.storage.head(key) is not None
-
-
-def _code(response: Any) -> str:
-    return response.json["error"]["code"]  # type: ignore[no-any-return]
+    return harness.storage.head(key) is not None
 
 
 def test_round_trip_with_checksum(h: Harness) -> None:
@@ -71,7 +67,7 @@ def test_complete_before_upload_is_409(h: Harness) -> None:
     acme = h.key("acme")
     created = h.declare(acme)
     response = h.client.post(f"/v1/files/{created['id']}/complete", headers=acme)
-    assert (response.status_code, _code(response)) == (409, "upload.not_received")
+    assert (response.status_code, error_code(response)) == (409, "upload.not_received")
 
 
 @pytest.mark.parametrize(
@@ -89,9 +85,9 @@ def test_completion_checks_what_the_bucket_holds(
     created = h.declare(acme, sha256=hashlib.sha256(b"hello").hexdigest())
     # Storage holds something else than declared (written around the signed URL): no
     # checksum was sent, so storage reports none and the broker must hash it itself.
-    h.backend.put_object(h.service.storage, _object(h, created), body, content_type)
+    h.backend.put_object(h.storage, _object(h, created), body, content_type)
     response = h.client.post(f"/v1/files/{created['id']}/complete", headers=acme)
-    assert (response.status_code, _code(response)) == (422, code)
+    assert (response.status_code, error_code(response)) == (422, code)
     assert not _exists(h, _object(h, created))
     failed = h.client.get(f"/v1/files/{created['id']}", headers=acme).json
     assert (failed["status"], failed["failure_code"]) == ("failed", code)
@@ -106,10 +102,10 @@ def test_a_wrong_body_never_completes(h: Harness) -> None:
     response = h.client.post(f"/v1/files/{created['id']}/complete", headers=acme)
     if h.backend.enforces:  # storage itself refused (S3: BadDigest)
         assert put.status_code == (422 if h.backend.peer is None else 400)
-        assert _code(response) == "upload.not_received"
+        assert error_code(response) == "upload.not_received"
     else:
         assert put.status_code == 200  # moto stores anything
-        assert _code(response) == "upload.checksum_mismatch"
+        assert error_code(response) == "upload.checksum_mismatch"
     assert not _exists(h, _object(h, created))
 
 
@@ -129,7 +125,7 @@ def test_tenants_are_namespaced_in_the_bucket(h: Harness) -> None:
     acme, globex = h.key("acme"), h.key("globex")
     a = h.upload(acme, b"acme", key="same.txt")
     g = h.upload(globex, b"globex", key="same.txt")
-    keys = {found.key for found in h.service.storage.iter_objects()}
+    keys = {found.key for found in h.inventory.iter_objects()}
     assert keys == {"acme/default/same.txt", "globex/default/same.txt"}
     assert h.download(a["download_url"]).data == b"acme"
     assert h.download(g["download_url"]).data == b"globex"
@@ -146,15 +142,13 @@ def test_storage_down_is_503_and_loses_nothing(
     acme = down.key("acme")
     created = down.declare(acme)  # signing needs no round trip to storage
     complete = down.client.post(f"/v1/files/{created['id']}/complete", headers=acme)
-    assert (complete.status_code, _code(complete)) == (503, "storage.unavailable")
+    assert (complete.status_code, error_code(complete)) == (503, "storage.unavailable")
     health = down.client.get("/v1/health")
-    assert (health.status_code, _code(health)) == (503, "storage.unavailable")
+    assert (health.status_code, error_code(health)) == (503, "storage.unavailable")
     delete = down.client.delete(f"/v1/files/{created['id']}", headers=acme)
-    assert (delete.status_code, _code(delete)) == (503, "storage.unavailable")
+    assert (delete.status_code, error_code(delete)) == (503, "storage.unavailable")
     # Nothing changed in the metadata: the file is still there, still pending.
-    record = down.service.store.get_file("acme", created["id"])
-    assert record is not None
-    assert record.status == "pending"
+    assert down.record(created["id"]).status == "pending"
 
 
 @S3_ONLY
