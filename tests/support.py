@@ -7,6 +7,7 @@ import io
 import json
 import os
 import socket
+import time
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -207,6 +208,13 @@ class Harness:
         found = self.service.store.get_file(tenant, file_id)
         assert found is not None, file_id
         return found
+
+    def backdate(self, seconds: float) -> None:
+        """Set the clock ``seconds`` (and one more) behind the real time, for a test that
+        then advances it by ``seconds`` to see a URL expire: the embedded store judges its
+        URLs by this clock, an S3 peer by the real time (which no test can move), and so
+        both agree the time has passed."""
+        self.clock.now = float(int(time.time() - seconds - 1))
 
     def key(self, tenant: str = "acme", scopes: list[str] | None = None) -> dict[str, str]:
         """Headers carrying a fresh key of ``tenant`` (minted through the API)."""

@@ -11,7 +11,7 @@ import pytest
 from broker.errors import BrokerError
 from broker.models import ApiKeyRecord
 
-from support import ADMIN_KEY, Client, Harness, admin_headers, error_code
+from support import ADMIN_KEY, Client, Harness, StorageBackend, admin_headers, error_code
 
 BODY = b"tenant data"
 
@@ -168,10 +168,12 @@ def test_tenants_may_use_the_same_key_without_colliding(harness: Harness) -> Non
     assert harness.download(g["download_url"]).data == b"globex's"
 
 
-def test_anonymous_access_only_when_configured(make_harness: Callable[..., Harness]) -> None:
-    closed = make_harness()
+def test_anonymous_access_only_when_configured(
+    make_harness: Callable[..., Harness], storage_backend: StorageBackend
+) -> None:
+    closed = make_harness(storage_backend)
     assert closed.client.get("/v1/buckets").status_code == 401
-    open_ = make_harness(BROKER_ALLOW_ANONYMOUS="1")
+    open_ = make_harness(storage_backend, BROKER_ALLOW_ANONYMOUS="1")
     assert open_.client.get("/v1/buckets").status_code == 200
     created = open_.client.post(
         "/v1/files", json={"name": "a", "size": 1, "mime_type": "text/plain"}

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from broker.errors import CATALOGUE
 
-from support import Client, Harness
+from support import Client, Harness, StorageBackend, on_backends
 
 
 def test_health_is_open_and_ok(client: Client) -> None:
@@ -54,14 +54,19 @@ def test_every_error_code_in_the_catalogue_is_documented(harness: Harness) -> No
     assert not undocumented
 
 
-def test_cors_is_off_unless_configured(make_harness: Callable[..., Harness]) -> None:
-    closed = make_harness()
+@on_backends("local")
+def test_cors_is_off_unless_configured(
+    make_harness: Callable[..., Harness], storage_backend: StorageBackend
+) -> None:
+    """The broker's CORS, down to its blob URLs' answers: the embedded store's (an S3
+    bucket's CORS is set by ``broker s3 setup``: tests/storage/test_s3.py)."""
+    closed = make_harness(storage_backend)
     preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "PUT"}
     assert (
         "Access-Control-Allow-Origin"
         not in closed.client.options("/v1/files", headers=preflight).headers
     )
-    open_ = make_harness(BROKER_CORS_ORIGINS="https://app.example")
+    open_ = make_harness(storage_backend, BROKER_CORS_ORIGINS="https://app.example")
     allowed = open_.client.options("/v1/blobs/token", headers=preflight)
     assert allowed.headers["Access-Control-Allow-Origin"] == "https://app.example"
     assert "PUT" in allowed.headers["Access-Control-Allow-Methods"]
