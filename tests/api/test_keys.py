@@ -8,9 +8,6 @@ from collections.abc import Callable
 
 import pytest
 
-from broker.errors import BrokerError
-from broker.models import ApiKeyRecord
-
 from support import ADMIN_KEY, Client, Harness, StorageBackend, admin_headers, error_code
 
 BODY = b"tenant data"
@@ -183,46 +180,19 @@ def test_anonymous_access_only_when_configured(
     assert (keys.status_code, error_code(keys)) == (403, "auth.forbidden")
 
 
-def test_a_verified_key_is_trusted_for_the_cache_ttl_then_looked_up_again(
-    harness: Harness, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Revocation elsewhere (another worker, the CLI) is honoured within the cache TTL; the
-    revoking process forgets the key at once."""
-    from broker.auth import Authenticator
-
-    headers = harness.key("acme")
-    presented = headers["Authorization"].removeprefix("Bearer ")
-    now = [100.0]
-    store = harness.service.store
-    lookups: list[str] = []
-    real_get_key = store.get_key
-
-    def counting_get_key(key_id: str) -> ApiKeyRecord | None:
-        lookups.append(key_id)
-        return real_get_key(key_id)
-
-    monkeypatch.setattr(store, "get_key", counting_get_key)
-    auth = Authenticator(
-        store, admin_key=None, allow_anonymous=False, cache_ttl=5, monotonic=lambda: now[0]
-    )
-    principal = auth.authenticate(presented)
-    assert principal.tenant == "acme"
-    assert auth.authenticate(presented) == principal
-    assert len(lookups) == 1  # the second request was served from the cache
-    key_id = principal.key_id
-    assert key_id is not None
-    store.revoke_key(key_id, 1)
-    now[0] += 4.9
-    assert auth.authenticate(presented) == principal  # still within the TTL
-    now[0] += 0.2
-    with pytest.raises(BrokerError) as refused:
-        auth.authenticate(presented)
-    assert refused.value.code == "auth.invalid_key"
-
-
 def test_the_revoking_process_forgets_the_key_at_once(harness: Harness) -> None:
     headers = harness.key("acme")
     assert harness.client.get("/v1/buckets", headers=headers).status_code == 200
     key_id = harness.client.get("/v1/keys", headers=admin_headers()).json["data"][-1]["id"]
     assert harness.client.delete(f"/v1/keys/{key_id}", headers=admin_headers()).status_code == 200
     assert harness.client.get("/v1/buckets", headers=headers).status_code == 401
+
+
+def test_tenants_are_namespaced_in_the_bucket(harness: Harness) -> None:
+    acme, globex = harness.key("acme"), harness.key("globex")
+    a = harness.upload(acme, b"acme", key="same.txt")
+    g = harness.upload(globex, b"globex", key="same.txt")
+    keys = {found.key for found in harness.inventory.iter_objects()}
+    assert keys == {"acme/default/same.txt", "globex/default/same.txt"}
+    assert harness.download(a["download_url"]).data == b"acme"
+    assert harness.download(g["download_url"]).data == b"globex"
