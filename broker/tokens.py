@@ -35,7 +35,7 @@ class ExpiringTokens:
 
         Byte for byte ``URLSafeSerializer(secret_key, salt).dumps(payload)`` (compact JSON,
         zlib when that is shorter, URL-safe base64, HMAC-SHA1 signature), at half the cost;
-        ``tests/test_signing.py`` holds the two equal.
+        ``tests/test_tokens.py`` holds the two equal.
         """
         assert "e" in payload
         data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()

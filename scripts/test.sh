@@ -12,6 +12,6 @@ bash scripts/services.sh
 bash scripts/localstack.sh
 
 .venv/bin/ruff check broker tests
-.venv/bin/ruff format --check broker
+.venv/bin/ruff format --check broker tests
 .venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

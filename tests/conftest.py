@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -17,12 +16,20 @@ from typing import Any
 import boto3
 import httpx
 import pytest
-from flask.testing import FlaskClient
 
 from broker import create_app
 from broker.db import Database
 
-from support import ADMIN_KEY, STORAGE_BACKENDS, FrozenClock, Harness, StorageBackend
+from support import (
+    ADMIN_KEY,
+    STORAGE_BACKENDS,
+    Client,
+    FrozenClock,
+    Harness,
+    StorageBackend,
+    client_of,
+    free_port,
+)
 
 PROJECT = Path(__file__).resolve().parents[1]
 LOCALSTACK_PYTHON = PROJECT / ".cache" / "localstack-venv" / "bin" / "python"
@@ -67,7 +74,7 @@ def make_harness(
         app = create_app(environ=env, clock=clock)
         app.config["TESTING"] = True
         return Harness(
-            app=app, client=app.test_client(), data_dir=data_dir, clock=clock, backend=backend
+            app=app, client=client_of(app), data_dir=data_dir, clock=clock, backend=backend
         )
 
     return build
@@ -79,7 +86,7 @@ def harness(make_harness: Callable[..., Harness]) -> Harness:
 
 
 @pytest.fixture
-def client(harness: Harness) -> FlaskClient:
+def client(harness: Harness) -> Client:
     return harness.client
 
 
@@ -100,13 +107,6 @@ def postgres_url() -> Iterator[str]:
 
 
 # -- S3 peers ----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -6,16 +6,24 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
+import time
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
+
+from broker.models import FileRecord
+from broker.services import Services
+from broker.storage import InventoryStorage, LocalStorage, MultipartStorage, S3Storage, Storage
+from broker.sweep import ReapableStorage
 
 ADMIN_KEY = "test-admin-key-" + "x" * 24
 LOCAL_BASE = "http://localhost/"  # where the Flask test client's signed blob URLs point
@@ -66,21 +74,75 @@ class StorageBackend:
         return self.peer is None or bool(self.peer.enforces)
 
     def put_object(
-        self, storage: Any, key: str, data: bytes, content_type: str = "text/plain"
+        self, storage: Storage, key: str, data: bytes, content_type: str = "text/plain"
     ) -> None:
         """Bytes straight into storage under ``key``, around the broker and without a
         checksum (so storage reports none), as a client with a leaked URL or a peer that
         does not enforce could leave them."""
-        if self.peer is None:
+        if isinstance(storage, LocalStorage):
             upload = storage.presign_put(
                 key, size=len(data), content_type=content_type, sha256=None, expires_at=2**40
             )
             grant = storage.grant_put(upload.url.rsplit("/", 1)[1])
             storage.receive(grant, io.BytesIO(data))
         else:
+            assert isinstance(storage, S3Storage)
             self.peer.client().put_object(
                 Bucket=storage.bucket, Key=key, Body=data, ContentType=content_type
             )
+
+
+class Response(TestResponse):
+    """An answer of the test client, its ``json`` typed as what it is: any JSON value.
+    (Werkzeug types it ``Any | None``, None standing for a body that is not JSON, so every
+    ``response.json["error"]`` would need a check that the failing assertion makes anyway.)"""
+
+    @property
+    def json(self) -> Any:
+        return self.get_json()
+
+
+class Client(FlaskClient):
+    """Flask's test client answering ``Response``: the harness's apps use it
+    (``app.test_client_class``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.response_wrapper = Response
+
+    def open(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().open(*args, **kwargs)
+        assert isinstance(response, Response)
+        return response
+
+    def get(self, *args: Any, **kwargs: Any) -> Response:
+        return self.open(*args, **kwargs, method="GET")
+
+    def post(self, *args: Any, **kwargs: Any) -> Response:
+        return self.open(*args, **kwargs, method="POST")
+
+    def put(self, *args: Any, **kwargs: Any) -> Response:
+        return self.open(*args, **kwargs, method="PUT")
+
+    def patch(self, *args: Any, **kwargs: Any) -> Response:
+        return self.open(*args, **kwargs, method="PATCH")
+
+    def delete(self, *args: Any, **kwargs: Any) -> Response:
+        return self.open(*args, **kwargs, method="DELETE")
+
+    def options(self, *args: Any, **kwargs: Any) -> Response:
+        return self.open(*args, **kwargs, method="OPTIONS")
+
+    def head(self, *args: Any, **kwargs: Any) -> Response:
+        return self.open(*args, **kwargs, method="HEAD")
+
+
+def client_of(app: Flask) -> Client:
+    """The app's test client, answering typed ``Response``s."""
+    app.test_client_class = Client
+    client = app.test_client()
+    assert isinstance(client, Client)
+    return client
 
 
 @dataclass
@@ -88,14 +150,71 @@ class Harness:
     """An app with its client and helpers to act as the admin or a tenant."""
 
     app: Flask
-    client: FlaskClient
+    client: Client
     data_dir: Path
     clock: FrozenClock
     backend: StorageBackend = field(default_factory=lambda: StorageBackend("local"))
 
     @property
-    def service(self) -> Any:
-        return self.app.extensions["broker"]
+    def service(self) -> Services:
+        """The app's use cases and what they share (settings, store, storage)."""
+        services = self.app.extensions["broker"]
+        assert isinstance(services, Services)
+        return services
+
+    # Storage as a test needs it: the core Protocol, an ability, or (for a test about one
+    # adapter) the adapter itself; each asserts the app's storage is what the test assumes.
+
+    @property
+    def storage(self) -> Storage:
+        return self.service.storage
+
+    @property
+    def multipart(self) -> MultipartStorage:
+        ability = self.service.ctx.multipart
+        assert ability is not None
+        return ability
+
+    @property
+    def inventory(self) -> InventoryStorage:
+        storage = self.service.storage
+        assert isinstance(storage, InventoryStorage)
+        return storage
+
+    @property
+    def reapable(self) -> ReapableStorage:
+        """What the sweeper takes: storage that can list, abort and delete."""
+        storage = self.service.storage
+        assert isinstance(storage, MultipartStorage)
+        assert isinstance(storage, InventoryStorage)
+        return cast(ReapableStorage, storage)
+
+    @property
+    def local(self) -> LocalStorage:
+        """The embedded store (for a test about it)."""
+        storage = self.service.storage
+        assert isinstance(storage, LocalStorage), storage
+        return storage
+
+    @property
+    def s3(self) -> S3Storage:
+        """The S3 adapter (for a test about it)."""
+        storage = self.service.storage
+        assert isinstance(storage, S3Storage), storage
+        return storage
+
+    def record(self, file_id: str, tenant: str = "acme") -> FileRecord:
+        """The metadata store's record of a tenant's file (which must exist)."""
+        found = self.service.store.get_file(tenant, file_id)
+        assert found is not None, file_id
+        return found
+
+    def backdate(self, seconds: float) -> None:
+        """Set the clock ``seconds`` (and one more) behind the real time, for a test that
+        then advances it by ``seconds`` to see a URL expire: the embedded store judges its
+        URLs by this clock, an S3 peer by the real time (which no test can move), and so
+        both agree the time has passed."""
+        self.clock.now = float(int(time.time() - seconds - 1))
 
     def key(self, tenant: str = "acme", scopes: list[str] | None = None) -> dict[str, str]:
         """Headers carrying a fresh key of ``tenant`` (minted through the API)."""
@@ -117,7 +236,7 @@ class Harness:
         """A request to a signed URL: into the app for blob URLs, over HTTP for S3 peers."""
         if url.startswith(LOCAL_BASE):
             answer = self.client.open(path_of(url), method=method, headers=headers, data=data)
-            return Reply(answer.status_code, answer.headers, answer.get_data())
+            return Reply(answer.status_code, httpx.Headers(list(answer.headers)), answer.get_data())
         remote = httpx.request(method, url, headers=headers, content=data, timeout=30)
         return Reply(remote.status_code, remote.headers, remote.content)
 
@@ -151,6 +270,7 @@ class Reply:
 
     status_code: int
     headers: Mapping[str, str]
+    """Case-insensitive, as HTTP's are."""
     data: bytes
 
     @property
@@ -164,11 +284,23 @@ def path_of(url: str) -> str:
     return parts.path + (f"?{parts.query}" if parts.query else "")
 
 
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def error_code(response: Response | Reply) -> str:
+    """The ``code`` of an error answer (the envelope's)."""
+    return str(response.json["error"]["code"])
+
+
 def admin_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 
-def assert_envelope(response: Any, status: int, code: str) -> None:
+def assert_envelope(response: Response | Reply, status: int, code: str) -> None:
     """The answer (the Flask client's, or a ``Reply``) is the contract's error envelope with
     this status and code, never a 500 with a traceback."""
     text = response.data.decode()

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from broker import create_app
 from broker.cli import main
 
-from support import path_of
+from support import client_of, path_of
 
 BROKER = str(Path(sys.executable).with_name("broker"))
 
@@ -53,7 +53,7 @@ def test_keys_create_list_revoke(env: dict[str, str]) -> None:
     assert created["scopes"] == ["files:read"]
     app = create_app(environ={**env, "BROKER_KEY_CACHE_TTL": "1"})
     headers = {"Authorization": f"Bearer {created['key']}"}
-    assert app.test_client().get("/v1/buckets", headers=headers).status_code == 200
+    assert client_of(app).get("/v1/buckets", headers=headers).status_code == 200
     code, output = _run("keys", "list", "--tenant", "acme")
     assert [k["id"] for k in json.loads(output)] == [created["id"]]
     assert created["key"] not in output
@@ -62,7 +62,7 @@ def test_keys_create_list_revoke(env: dict[str, str]) -> None:
     assert json.loads(output)["revoked_at"] is not None
     # This app verified the key a moment ago and trusts that for BROKER_KEY_CACHE_TTL.
     time.sleep(1.1)
-    assert app.test_client().get("/v1/buckets", headers=headers).status_code == 401
+    assert client_of(app).get("/v1/buckets", headers=headers).status_code == 401
 
 
 def test_keys_create_rejects_a_bad_tenant(env: dict[str, str]) -> None:
@@ -110,7 +110,8 @@ def test_serve_runs_gunicorn_on_loopback(tmp_path: Path) -> None:
                 response = httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=1)
                 break
             except httpx.TransportError:
-                assert proc.poll() is None, proc.stdout.read().decode()  # type: ignore[union-attr]
+                assert proc.stdout is not None
+                assert proc.poll() is None, proc.stdout.read().decode()
                 assert time.monotonic() < deadline, "broker serve did not answer"
                 time.sleep(0.2)
         assert response.json()["status"] == "ok"
@@ -138,7 +139,7 @@ def test_sweep_expires_a_stale_upload_and_deletes_its_bytes(env: dict[str, str])
     headers = {"Authorization": f"Bearer {json.loads(output)['key']}"}
     hour_ago = time.time() - 3600
     app = create_app(environ=env, clock=lambda: hour_ago)  # its URLs ran out long ago
-    client = app.test_client()
+    client = client_of(app)
     stale = client.post(
         "/v1/files",
         json={"name": "a.txt", "size": 5, "mime_type": "text/plain", "expires_in": 60},
@@ -148,8 +149,7 @@ def test_sweep_expires_a_stale_upload_and_deletes_its_bytes(env: dict[str, str])
     put = client.put(path_of(upload["url"]), headers=upload["headers"], data=b"hello")
     assert put.status_code == 200
     fresh = (  # declared now, on the real clock: 15 minutes to go
-        create_app(environ=env)
-        .test_client()
+        client_of(create_app(environ=env))
         .post(
             "/v1/files",
             json={"name": "b.txt", "size": 5, "mime_type": "text/plain"},

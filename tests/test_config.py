@@ -6,6 +6,7 @@ import json
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -118,7 +119,9 @@ def test_buckets_from_toml(tmp_path: Path) -> None:
         ({}, "at least one bucket"),
     ],
 )
-def test_bad_bucket_files_are_explained(tmp_path: Path, spec: dict, fragment: str) -> None:  # type: ignore[type-arg]
+def test_bad_bucket_files_are_explained(
+    tmp_path: Path, spec: dict[str, Any], fragment: str
+) -> None:
     path = tmp_path / "buckets.json"
     path.write_text(json.dumps({"buckets": spec}))
     with pytest.raises(ConfigError) as caught:

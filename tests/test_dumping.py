@@ -46,7 +46,7 @@ class Count(enum.IntEnum):
 _ODD_VIEWS: list[Any] = [
     # Values marshmallow converts: str and int subclasses, bools, bytes, odd dict keys.
     FileView(record=_record(name=Colour.RED, size=Count.ONE, created_at=True), offset=False),
-    FileView(record=_record(metadata={1: 2, b"k": None, "x": Colour.RED}), offset=0),  # type: ignore[dict-item]
+    FileView(record=_record(metadata={1: 2, b"k": None, "x": Colour.RED}), offset=0),
     # Nested objects as dicts, with attributes or keys missing, None in lists.
     FileView(record=_record(), offset=0, upload={"method": "PUT", "url": "u"}),  # type: ignore[arg-type]
     FileView(record=_record(), offset=0, upload=SimpleNamespace(method="PUT")),  # type: ignore[arg-type]
@@ -118,7 +118,7 @@ def test_every_answer_schema_is_generated(schema: type[Schema]) -> None:
 
 
 def test_every_schema_a_route_answers_with_is_in_the_table(harness: Harness) -> None:
-    answered = {FileSchema}  # also recorded under an Idempotency-Key
+    answered: set[type[Schema]] = {FileSchema}  # also recorded under an Idempotency-Key
     for view in harness.app.view_functions.values():
         op = operation_of(view)
         if op is not None and op.response[1] is not None:

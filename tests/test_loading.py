@@ -145,7 +145,7 @@ def test_plainly_valid_requests_are_loaded_by_the_generated_code(
 
 
 def test_every_schema_a_route_loads_with_is_generated_and_in_the_table(harness: Harness) -> None:
-    loaded = {FormUploadSchema}  # a proxied upload's fields
+    loaded: set[type[Schema]] = {FormUploadSchema}  # a proxied upload's fields
     for view in harness.app.view_functions.values():
         op = operation_of(view)
         if op is not None:

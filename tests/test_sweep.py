@@ -44,7 +44,7 @@ def local(make_harness: Callable[..., Harness]) -> Harness:
 
 def sweeper(h: Harness, **options: Any) -> Sweeper:
     service = h.service
-    return Sweeper(service.settings, service.store, service.storage, h.clock, **options)
+    return Sweeper(service.settings, service.store, h.reapable, h.clock, **options)
 
 
 def sweep(h: Harness, grace: int = GRACE) -> SweepReport:
@@ -60,7 +60,7 @@ def storage_key(created: dict[str, Any], tenant: str = "acme") -> str:
 
 def put_object(h: Harness, key: str, data: bytes) -> None:
     """Bytes straight into storage, with no file row behind them."""
-    h.backend.put_object(h.service.storage, key, data)
+    h.backend.put_object(h.storage, key, data)
 
 
 def status(h: Harness, headers: dict[str, str], file_id: str) -> tuple[str, str | None]:
@@ -87,12 +87,12 @@ def test_an_expired_upload_fails_and_its_bytes_are_deleted(h: Harness) -> None:
     acme = h.key()
     created = h.declare(acme, expires_in=60)
     assert h.put(created["upload"], b"hello").status_code == 200
-    assert h.service.storage.head(storage_key(created)) is not None
+    assert h.storage.head(storage_key(created)) is not None
     h.clock.advance(60 + GRACE + 1)
 
     assert sweep(h).files_expired == 1
     assert status(h, acme, created["id"]) == ("failed", "upload.expired")
-    assert h.service.storage.head(storage_key(created)) is None
+    assert h.storage.head(storage_key(created)) is None
     late = h.client.post(f"/v1/files/{created['id']}/complete", headers=acme)
     assert (late.status_code, late.json["error"]["code"]) == (409, "upload.expired")
     assert sweep(h).files_expired == 0  # nothing left to do; nothing breaks
@@ -103,13 +103,13 @@ def test_an_expired_multipart_upload_is_aborted(h: Harness) -> None:
     created = h.declare(acme, size=10, multipart=True, expires_in=60)
     put_part(h, created, b"0123456789")
     opened = upload_id(h, created["id"])
-    assert h.service.storage.list_parts(storage_key(created), opened) != []
+    assert h.multipart.list_parts(storage_key(created), opened) != []
     h.clock.advance(60 + GRACE + 1)
 
     report = sweep(h)
     assert report.files_expired == 1
     assert report.orphan_uploads_aborted == 0  # pass a freed it: nothing was left over
-    assert h.service.storage.list_parts(storage_key(created), opened) is None
+    assert h.multipart.list_parts(storage_key(created), opened) is None
     assert status(h, acme, created["id"]) == ("failed", "upload.expired")
 
 
@@ -165,7 +165,7 @@ def test_a_file_given_fresh_urls_after_the_listing_is_not_expired(
     monkeypatch.setattr(store, "expired_pending", list_then_reissue)
     assert sweep(h).files_expired == 0
     assert status(h, acme, created["id"]) == ("pending", None)
-    assert h.service.storage.list_parts(storage_key(created), upload_id(h, created["id"])) == []
+    assert h.multipart.list_parts(storage_key(created), upload_id(h, created["id"])) == []
 
 
 def test_a_key_taken_again_right_after_the_claim_keeps_the_new_bytes(
@@ -211,19 +211,19 @@ def test_orphan_objects_older_than_the_grace_are_deleted(h: Harness) -> None:
     put_object(h, "acme/default/orphans/old.txt", b"old")
     put_object(h, "not-a-broker-key.txt", b"not ours")  # outside tenant/bucket/key
     put_object(h, "acme/default/a/../b.txt", b"not ours")  # no key the broker writes
-    if isinstance(h.service.storage, LocalStorage):
+    if isinstance(h.storage, LocalStorage):
         h.clock.advance(10)  # the embedded store dates objects by the broker's clock
     else:
         time.sleep(1.1)  # S3 dates them itself, to the second
     put_object(h, "acme/default/orphans/young.txt", b"young")
-    stored = {o.key: o for o in h.service.storage.iter_objects()}
+    stored = {o.key: o for o in h.inventory.iter_objects()}
     assert stored["acme/default/orphans/old.txt"].size == 3
     # The grace ends between the two orphans.
     h.clock.now = stored["acme/default/orphans/young.txt"].modified_at - 0.5 + GRACE
 
     report = sweep(h)
     assert report.orphan_objects_deleted == 1
-    remaining = {o.key for o in h.service.storage.iter_objects()}
+    remaining = {o.key for o in h.inventory.iter_objects()}
     assert remaining == {
         storage_key(live),
         "not-a-broker-key.txt",
@@ -234,7 +234,7 @@ def test_orphan_objects_older_than_the_grace_are_deleted(h: Harness) -> None:
 
 def test_orphan_multipart_uploads_are_aborted(h: Harness) -> None:
     acme = h.key()
-    storage = h.service.storage
+    storage = h.reapable
     orphan = storage.start_multipart("acme/default/orphan.bin", content_type="text/plain")
     created = h.declare(acme, size=10, multipart=True, expires_in=3600)
     live = upload_id(h, created["id"])
@@ -351,7 +351,7 @@ def test_two_sweepers_at_once_handle_each_file_once(h: Harness) -> None:
     assert 4 <= sum(r.orphan_objects_deleted for r in reports) <= 8 + len(files)
     for created in files:
         assert status(h, acme, created["id"]) == ("failed", "upload.expired")
-    assert list(h.service.storage.iter_objects()) == []
+    assert list(h.inventory.iter_objects()) == []
     again = sweep(h)  # the same end state as one sweeper's: nothing left
     assert (again.files_expired, again.orphan_objects_deleted) == (0, 0)
 
@@ -386,7 +386,7 @@ def test_postgresql_two_sweepers_claim_each_file_once(pg: Harness) -> None:
     assert sum(r.files_expired for r in reports) == len(files)
     for created in files:
         assert status(pg, acme, created["id"]) == ("failed", "upload.expired")
-        assert pg.service.storage.head(storage_key(created)) is None
+        assert pg.storage.head(storage_key(created)) is None
 
 
 def test_postgresql_a_second_sweeper_skips_while_one_holds_the_lock(pg: Harness) -> None:

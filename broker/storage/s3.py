@@ -34,9 +34,9 @@ class S3Storage:
     """Storage adapter for one S3 bucket."""
 
     name = "s3"
-    serves_nosniff = False
+    serves_nosniff = False  # S3 keeps no such response header; see broker/downloads.py
     listing_page_size = 1000
-    """Keys or uploads asked for per listing request (S3's own maximum)."""  # S3 keeps no such response header; see broker/downloads.py
+    """Keys or uploads asked for per listing request (S3's own maximum)."""
 
     def __init__(self, *, bucket: str, endpoint_url: str | None, region: str, clock: Clock) -> None:
         self.bucket = bucket

@@ -3,7 +3,7 @@
 botocore's ``generate_presigned_url`` costs ~0.6 ms per URL (request models, event hooks,
 endpoint rules); the HMAC work itself is ~15 µs. This module does only the latter, plus a
 cached signing key per day. Its output is proven byte-identical to botocore's for the same
-inputs and clock (tests/test_sigv4.py), so S3 accepts exactly what it would from botocore.
+inputs and clock (tests/storage/test_sigv4.py), so S3 accepts exactly what it would from botocore.
 
 Reference: "Authenticating Requests: Using Query Parameters (AWS Signature Version 4)".
 """

@@ -6,6 +6,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -87,7 +88,7 @@ def test_a_failing_commit_answers_503_and_leaves_nothing_behind(
     commit = dialect.do_commit
     failures = [dialect.loaded_dbapi.OperationalError("disk I/O error")]
 
-    def failing_commit(dbapi_connection: object) -> None:
+    def failing_commit(dbapi_connection: Any) -> None:
         if failures:
             raise failures.pop()
         commit(dbapi_connection)

@@ -7,7 +7,9 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Connection, event
@@ -43,7 +45,7 @@ def other_process(sqlite_path: Path) -> Iterator[int]:
     os.close(fd)
 
 
-def _start(targets: list[Callable[[], None]]) -> list[threading.Thread]:
+def _start(targets: list[Callable[[], object]]) -> list[threading.Thread]:
     threads = [threading.Thread(target=target) for target in targets]
     for thread in threads:
         thread.start()
@@ -73,7 +75,7 @@ def test_writes_queued_meanwhile_share_one_commit(
 ) -> None:
     store = MetadataStore(database)
     records = [new_file() for _ in range(6)]
-    threads = _start([lambda r=r: store.insert_file(r) for r in records])
+    threads = _start([partial(store.insert_file, r) for r in records])
     _queued(database, 6)
     fcntl.flock(other_process, fcntl.LOCK_UN)  # the other process's commit is done
     for thread in threads:
@@ -91,7 +93,7 @@ def test_concurrent_writers_are_all_committed(database: Database, new_file: NewF
         barrier.wait()
         store.insert_file(record)
 
-    for thread in _start([lambda r=r: create(r) for r in records]):
+    for thread in _start([partial(create, r) for r in records]):
         thread.join(timeout=30)
     stored = store.list_files("acme", "default", limit=100)
     assert {r.id for r in stored} == {r.id for r in records}
@@ -114,7 +116,7 @@ def test_a_failing_write_in_a_batch_fails_only_its_own_request(
             outcomes[key] = "exists"
 
     keys = ["a", "b", "taken", "c", "d"]
-    threads = _start([lambda k=k: create(k) for k in keys])
+    threads = _start([partial(create, k) for k in keys])
     _queued(database, len(keys))
     fcntl.flock(other_process, fcntl.LOCK_UN)
     for thread in threads:
@@ -140,7 +142,7 @@ def test_a_failed_commit_answers_503_to_its_batch_and_the_writer_goes_on(
     commit = dialect.do_commit
     failures = [dialect.loaded_dbapi.OperationalError("disk I/O error")]
 
-    def failing_commit(dbapi_connection: object) -> None:
+    def failing_commit(dbapi_connection: Any) -> None:
         if failures:
             raise failures.pop()
         commit(dbapi_connection)
@@ -156,7 +158,7 @@ def test_a_failed_commit_answers_503_to_its_batch_and_the_writer_goes_on(
         except DatabaseUnavailable:
             answers.append("503")
 
-    threads = _start([lambda r=r: create(r) for r in lost])
+    threads = _start([partial(create, r) for r in lost])
     _queued(database, 3)
     fcntl.flock(other_process, fcntl.LOCK_UN)
     for thread in threads:
@@ -195,7 +197,7 @@ def test_two_processes_take_turns_on_the_lock_file(sqlite_path: Path, new_file: 
         barrier.wait()
         stores[index % 2].insert_file(records[index])
 
-    for thread in _start([lambda i=i: create(i) for i in range(len(records))]):
+    for thread in _start([partial(create, i) for i in range(len(records))]):
         thread.join(timeout=30)
     assert Path(f"{sqlite_path}.writer-lock").exists()
     stored = stores[1].list_files("acme", "default", limit=100)

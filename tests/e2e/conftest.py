@@ -61,7 +61,7 @@ def expect_error(response: httpx.Response | RawReply, status: int, code: str) ->
     assert response.headers["content-type"].startswith("application/json"), text
     assert "<html" not in text.lower()
     assert "Traceback" not in text
-    body = response.json()
+    body: dict[str, Any] = response.json()
     assert set(body) == {"error", "request_id"}, body
     assert set(body["error"]) == {"code", "message", "details"}, body
     assert body["error"]["code"] == code, body

@@ -3,6 +3,7 @@
 The request's headers are checked here, before storage is asked for anything; a disk that
 fails under a PUT answers 503 ``storage.unavailable`` in the envelope (never a 500) and
 leaves nothing visible; where storage signs its own URLs (S3) the route does not exist.
+So every test here but that last one is about the embedded store and runs on it alone.
 """
 
 from __future__ import annotations
@@ -10,14 +11,13 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from support import (
+    S3_ONLY,
     Harness,
-    StorageBackend,
     assert_envelope,
     fail_os_call,
     on_backends,
@@ -36,7 +36,7 @@ def _storage_must_not_be_asked(harness: Harness, monkeypatch: pytest.MonkeyPatch
     def never(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("storage was asked to receive a body the headers lied about")
 
-    monkeypatch.setattr(harness.service.storage, "receive", never)
+    monkeypatch.setattr(harness.local, "receive", never)
 
 
 def _offset(harness: Harness, headers: dict[str, str], created: dict[str, Any]) -> int:
@@ -46,6 +46,7 @@ def _offset(harness: Harness, headers: dict[str, str], created: dict[str, Any]) 
 # -- the headers are the HTTP layer's ---------------------------------------------------------
 
 
+@on_backends("local")
 @pytest.mark.parametrize(
     ("data", "headers", "code"),
     [
@@ -64,20 +65,25 @@ def test_a_lie_in_the_headers_is_refused_before_storage_is_asked(
     headers: dict[str, str],
     code: str,
 ) -> None:
+    """The blob PUT's own check of the headers against its grant (S3 checks its signature)."""
     created = harness.declare(acme)
     _storage_must_not_be_asked(harness, monkeypatch)
     assert_envelope(harness.put(created["upload"], data, **headers), 422, code)
     assert _offset(harness, acme, created) == 0
 
 
+@on_backends("local")
 def test_the_type_is_compared_normalised(harness: Harness, acme: dict[str, str]) -> None:
+    """The blob PUT compares types as MIME types (S3 compares the signed header's bytes)."""
     created = harness.declare(acme, mime_type="text/plain; charset=utf-8")
     reply = harness.put(created["upload"], BODY, **{"Content-Type": "Text/Plain;charset=utf-8"})
     assert reply.status_code == 200, reply.data
     assert _offset(harness, acme, created) == len(BODY)
 
 
+@on_backends("local")
 def test_a_part_url_binds_a_length_but_no_type(harness: Harness, acme: dict[str, str]) -> None:
+    """The blob PUT of a part: what its grant binds (S3's part URLs: test_multipart.py)."""
     created = harness.declare(acme, size=10, multipart=True)
     [part] = created["upload"]["parts"]
     url = {"method": "PUT", "url": part["url"], "headers": part["headers"]}
@@ -85,16 +91,19 @@ def test_a_part_url_binds_a_length_but_no_type(harness: Harness, acme: dict[str,
     assert_envelope(harness.put(url, b"01234567890"), 422, "upload.size_mismatch")
 
 
+@on_backends("local")
 def test_a_download_url_of_nothing_stored_yet_is_404(harness: Harness) -> None:
-    storage = harness.service.storage
-    url = storage.presign_get(
+    """The blob GET's answer for a key with no object, in the envelope (S3 has its own)."""
+    url = harness.local.presign_get(
         "acme/default/none", filename="n", content_type="text/plain", attachment=False,
         expires_at=int(harness.clock()) + 60,
     )  # fmt: skip
     assert_envelope(harness.client.get(path_of(url)), 404, "blob.not_found")
 
 
+@on_backends("local")
 def test_a_client_gone_mid_body_is_a_size_mismatch(harness: Harness, acme: dict[str, str]) -> None:
+    """The blob PUT of a body cut short: 422, and no temp file left on the embedded store."""
     created = harness.declare(acme)
     response = harness.client.put(
         path_of(created["upload"]["url"]),
@@ -104,13 +113,14 @@ def test_a_client_gone_mid_body_is_a_size_mismatch(harness: Harness, acme: dict[
     )
     assert_envelope(response, 422, "upload.size_mismatch")
     assert "ended before" in response.json["error"]["message"]
-    assert list(harness.service.storage.disk.tmp.iterdir()) == []
+    assert list(harness.local.disk.tmp.iterdir()) == []
 
 
+@on_backends("local")
 def test_the_body_s_own_error_passes_storage_untranslated(harness: Harness) -> None:
-    """Only the disk's errors are storage's: a socket error while reading the body is not
-    ``storage.unavailable``, and it leaves nothing behind."""
-    storage = harness.service.storage
+    """The embedded store's ``receive``: only the disk's errors are storage's; a socket
+    error while reading the body is not ``storage.unavailable``, and leaves nothing."""
+    storage = harness.local
     upload = storage.presign_put(
         "acme/default/k", size=10, content_type="text/plain", sha256=None, expires_at=2**40
     )
@@ -125,14 +135,11 @@ def test_the_body_s_own_error_passes_storage_untranslated(harness: Harness) -> N
     assert list(storage.disk.tmp.iterdir()) == []
 
 
-@on_backends("moto")
-def test_blob_urls_do_not_exist_where_storage_signs_its_own(
-    make_harness: Callable[..., Harness], storage_backend: StorageBackend
-) -> None:
+@S3_ONLY
+def test_blob_urls_do_not_exist_where_storage_signs_its_own(harness: Harness) -> None:
     """S3 is no ``SelfServedStorage``: its URLs go to the bucket, and no blob route answers."""
-    s3 = make_harness(storage_backend)
     for method in ("PUT", "GET", "HEAD"):
-        response = s3.client.open("/v1/blobs/anything", method=method, data=b"x")
+        response = harness.client.open("/v1/blobs/anything", method=method, data=b"x")
         assert response.status_code == 404
         if method != "HEAD":
             assert_envelope(response, 404, "route.not_found")
@@ -153,6 +160,7 @@ _BEFORE_THE_SWAP = [
 _IDS = ["body-fsync", "body-fsync-full", "blob-rename", "pointer-fsync", "pointer-rename"]
 
 
+@on_backends("local")
 @pytest.mark.parametrize(("call", "nth", "code"), _BEFORE_THE_SWAP, ids=_IDS)
 def test_a_put_on_a_failing_disk_is_503_and_keeps_nothing(
     harness: Harness,
@@ -162,8 +170,9 @@ def test_a_put_on_a_failing_disk_is_503_and_keeps_nothing(
     nth: int,
     code: int,
 ) -> None:
+    """The embedded store's disk failing at each step of a blob PUT."""
     created = harness.declare(acme, sha256=hashlib.sha256(BODY).hexdigest())
-    storage = harness.service.storage
+    storage = harness.local
     with monkeypatch.context() as patched:
         fail_os_call(patched, call, nth, code)
         response = harness.put(created["upload"], BODY)
@@ -182,23 +191,28 @@ def test_a_put_on_a_failing_disk_is_503_and_keeps_nothing(
     assert harness.download(done.json["download_url"]).data == BODY
 
 
+@on_backends("local")
 def test_a_part_put_on_a_failing_disk_is_503_and_keeps_nothing(
     harness: Harness, acme: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The embedded store's disk failing under the blob PUT of a part."""
     created = harness.declare(acme, size=10, multipart=True)
     [part] = created["upload"]["parts"]
     url = {"method": "PUT", "url": part["url"], "headers": part["headers"]}
     with monkeypatch.context() as patched:
         fail_os_call(patched, "rename", 1, errno.EIO)  # the part into its upload's directory
         assert_envelope(harness.put(url, b"0123456789"), 503, "storage.unavailable")
-    record = harness.service.store.get_file("acme", created["id"])
-    assert harness.service.storage.list_parts(record.storage_key, record.upload_id) == []
-    assert list(harness.service.storage.disk.tmp.iterdir()) == []
+    record = harness.record(created["id"])
+    assert record.upload_id is not None
+    assert harness.local.list_parts(record.storage_key, record.upload_id) == []
+    assert list(harness.local.disk.tmp.iterdir()) == []
 
 
+@on_backends("local")
 def test_a_download_on_a_failing_disk_is_503(
     harness: Harness, acme: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The embedded store's disk failing under a blob GET."""
     done = harness.upload(acme, BODY)
     real_open = io.open
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from broker.errors import CATALOGUE
 
-from support import Harness
+from support import Client, Harness, StorageBackend, on_backends
 
 
-def test_health_is_open_and_ok(client) -> None:  # type: ignore[no-untyped-def]
+def test_health_is_open_and_ok(client: Client) -> None:
     response = client.get("/v1/health")
     assert response.status_code == 200
     assert response.json["status"] == "ok"
@@ -33,7 +35,8 @@ def test_openapi_documents_every_route_and_schema(harness: Harness) -> None:
         path = rule.rule.replace("<path:key>", "{key}")
         for part in ("file_id", "bucket", "token", "key_id"):
             path = path.replace(f"<{part}>", "{" + part + "}")
-        for method in rule.methods - {"HEAD", "OPTIONS"}:  # type: ignore[operator]
+        assert rule.methods is not None
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
             served.add((path, method))
     assert served == documented
     create = doc["components"]["schemas"]["FileCreate"]
@@ -51,14 +54,19 @@ def test_every_error_code_in_the_catalogue_is_documented(harness: Harness) -> No
     assert not undocumented
 
 
-def test_cors_is_off_unless_configured(make_harness) -> None:  # type: ignore[no-untyped-def]
-    closed = make_harness()
+@on_backends("local")
+def test_cors_is_off_unless_configured(
+    make_harness: Callable[..., Harness], storage_backend: StorageBackend
+) -> None:
+    """The broker's CORS, down to its blob URLs' answers: the embedded store's (an S3
+    bucket's CORS is set by ``broker s3 setup``: tests/storage/test_s3.py)."""
+    closed = make_harness(storage_backend)
     preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "PUT"}
     assert (
         "Access-Control-Allow-Origin"
         not in closed.client.options("/v1/files", headers=preflight).headers
     )
-    open_ = make_harness(BROKER_CORS_ORIGINS="https://app.example")
+    open_ = make_harness(storage_backend, BROKER_CORS_ORIGINS="https://app.example")
     allowed = open_.client.options("/v1/blobs/token", headers=preflight)
     assert allowed.headers["Access-Control-Allow-Origin"] == "https://app.example"
     assert "PUT" in allowed.headers["Access-Control-Allow-Methods"]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from support import Harness
+from support import Harness, Response
 
 
 @pytest.fixture
@@ -12,7 +14,7 @@ def acme(harness: Harness) -> dict[str, str]:
     return harness.key("acme")
 
 
-def _ids(harness: Harness, headers: dict[str, str], query: str) -> tuple[list[str], dict]:  # type: ignore[type-arg]
+def _ids(harness: Harness, headers: dict[str, str], query: str) -> tuple[list[str], dict[str, Any]]:
     page = harness.client.get(f"/v1/buckets/default/files?{query}", headers=headers)
     assert page.status_code == 200, page.json
     return [f["id"] for f in page.json["data"]], page.json
@@ -128,7 +130,7 @@ def test_traversal_key_in_path_is_422(harness: Harness, acme: dict[str, str]) ->
 # -- idempotency ---------------------------------------------------------------------------
 
 
-def _create(harness: Harness, headers: dict[str, str], idem: str, **body: object):  # type: ignore[no-untyped-def]
+def _create(harness: Harness, headers: dict[str, str], idem: str, **body: object) -> Response:
     payload = {"name": "a.txt", "size": 5, "mime_type": "text/plain", **body}
     return harness.client.post(
         "/v1/files", json=payload, headers={**headers, "Idempotency-Key": idem}

@@ -22,6 +22,7 @@ from broker.errors import BrokerError
 from broker.parts import MIN_PART_SIZE
 from broker.storage import (
     InventoryStorage,
+    LocalStorage,
     MultipartStorage,
     S3Storage,
     ScratchStorage,
@@ -44,6 +45,18 @@ class Backend:
     advance: Callable[[float], None]
     now: Callable[[], float]
     enforces: bool
+
+    @property
+    def multipart(self) -> MultipartStorage:
+        """The adapter's multipart ability (both adapters have it)."""
+        assert isinstance(self.storage, MultipartStorage)
+        return self.storage
+
+    @property
+    def streaming(self) -> StreamingStorage:
+        """The adapter's ability to take a stream (both adapters have it)."""
+        assert isinstance(self.storage, StreamingStorage)
+        return self.storage
 
 
 @pytest.fixture
@@ -101,7 +114,7 @@ def _put(
     sha256: str | None = None,
     send_body: bytes | None = None,
     headers: dict[str, str] | None = None,
-) -> tuple[int, dict[str, str], bytes]:
+) -> tuple[int, Mapping[str, str], bytes]:
     """Presign for ``declared`` and send it, optionally lying with other headers or body."""
     upload = backend.storage.presign_put(
         key,
@@ -344,12 +357,13 @@ def _pieces(data: bytes, size: int = 256 * 1024) -> Iterator[bytes]:
 def _nothing_left(backend: Backend, key: str) -> None:
     """No object, no open multipart upload, no temp file: a refused stream left nothing."""
     storage = backend.storage
-    assert storage.head(key) is None
+    assert backend.storage.head(key) is None
     if isinstance(storage, S3Storage):
         uploads = storage.client.list_multipart_uploads(Bucket=storage.bucket)
         assert uploads.get("Uploads", []) == []
     else:
-        assert list(storage.disk.tmp.iterdir()) == []  # type: ignore[attr-defined]
+        assert isinstance(storage, LocalStorage)
+        assert list(storage.disk.tmp.iterdir()) == []
 
 
 @pytest.mark.parametrize(
@@ -358,8 +372,8 @@ def _nothing_left(backend: Backend, key: str) -> None:
     ids=["empty", "small", "12MiB"],
 )
 def test_put_stream_round_trip(backend: Backend, body: bytes) -> None:
-    storage = _streaming(backend).storage
-    info = storage.put_stream(
+    streaming = _streaming(backend).streaming
+    info = streaming.put_stream(
         "t/b/streamed",
         _pieces(body),
         content_type="application/x-test",
@@ -373,21 +387,21 @@ def test_put_stream_round_trip(backend: Backend, body: bytes) -> None:
         "application/x-test",
         _sha(body),
     )
-    head = storage.head("t/b/streamed")
+    head = backend.storage.head("t/b/streamed")
     assert head is not None
     assert (head.size, head.content_type) == (len(body), "application/x-test")
-    assert b"".join(storage.iter_bytes("t/b/streamed")) == body
+    assert b"".join(backend.storage.iter_bytes("t/b/streamed")) == body
 
 
 def test_put_stream_without_declared_size_or_checksum(backend: Backend) -> None:
-    storage = _streaming(backend).storage
+    streaming = _streaming(backend).streaming
     body = bytes(range(256)) * 100
-    info = storage.put_stream(
+    info = streaming.put_stream(
         "t/b/undeclared", _pieces(body, 1000), content_type="text/plain",
         max_size=10**9, size=None, sha256=None,
     )  # fmt: skip
     assert (info.size, info.sha256) == (len(body), _sha(body))
-    assert b"".join(storage.iter_bytes("t/b/undeclared")) == body
+    assert b"".join(backend.storage.iter_bytes("t/b/undeclared")) == body
 
 
 @pytest.mark.parametrize(
@@ -403,10 +417,10 @@ def test_put_stream_without_declared_size_or_checksum(backend: Backend) -> None:
 def test_put_stream_refuses_a_lie_and_keeps_nothing(
     backend: Backend, size: int | None, sha256: str | None, max_size: int, code: str
 ) -> None:
-    storage = _streaming(backend).storage
+    streaming = _streaming(backend).streaming
     body = bytes(range(256)) * 4096 * 12  # 12 MiB: S3 has sent parts before it knows
     with pytest.raises(BrokerError) as refused:
-        storage.put_stream(
+        streaming.put_stream(
             "t/b/lie", _pieces(body), content_type="application/octet-stream",
             max_size=max_size, size=size, sha256=sha256,
         )  # fmt: skip
@@ -415,7 +429,7 @@ def test_put_stream_refuses_a_lie_and_keeps_nothing(
 
 
 def test_put_stream_stops_reading_one_byte_past_the_limit(backend: Backend) -> None:
-    storage = _streaming(backend).storage
+    streaming = _streaming(backend).streaming
     taken = 0
 
     def endless() -> Iterator[bytes]:
@@ -425,7 +439,7 @@ def test_put_stream_stops_reading_one_byte_past_the_limit(backend: Backend) -> N
             yield b"\0" * (64 * 1024)
 
     with pytest.raises(BrokerError) as refused:
-        storage.put_stream(
+        streaming.put_stream(
             "t/b/endless", endless(), content_type="application/octet-stream",
             max_size=1024 * 1024, size=None, sha256=None,
         )  # fmt: skip
@@ -435,7 +449,7 @@ def test_put_stream_stops_reading_one_byte_past_the_limit(backend: Backend) -> N
 
 
 def test_put_stream_keeps_nothing_when_the_source_fails(backend: Backend) -> None:
-    storage = _streaming(backend).storage
+    streaming = _streaming(backend).streaming
     assert _put(backend, "t/b/kept", b"earlier version")[0] == 200
 
     def cut_off() -> Iterator[bytes]:
@@ -443,13 +457,13 @@ def test_put_stream_keeps_nothing_when_the_source_fails(backend: Backend) -> Non
         raise ConnectionResetError("the client went away")
 
     with pytest.raises(ConnectionResetError):
-        storage.put_stream(
+        streaming.put_stream(
             "t/b/kept", cut_off(), content_type="application/octet-stream",
             max_size=10**9, size=None, sha256=None,
         )  # fmt: skip
-    assert b"".join(storage.iter_bytes("t/b/kept")) == b"earlier version"
+    assert b"".join(backend.storage.iter_bytes("t/b/kept")) == b"earlier version"
     with pytest.raises(ConnectionResetError):
-        storage.put_stream(
+        streaming.put_stream(
             "t/b/cut", cut_off(), content_type="application/octet-stream",
             max_size=10**9, size=None, sha256=None,
         )  # fmt: skip
@@ -463,7 +477,7 @@ _PART = 5 * 1024 * 1024  # S3's smallest part (but the last)
 
 def _send_part(backend: Backend, key: str, upload_id: str, number: int, body: bytes) -> str:
     """PUT one part to its presigned URL; return the ETag storage answered."""
-    signed = backend.storage.presign_part(
+    signed = backend.multipart.presign_part(
         key, upload_id, part_number=number, size=len(body), expires_at=int(backend.now()) + 300
     )
     assert signed.headers == {"Content-Length": str(len(body))}
@@ -475,52 +489,52 @@ def _send_part(backend: Backend, key: str, upload_id: str, number: int, body: by
 def test_multipart_parts_are_listed_and_joined_in_order(backend: Backend) -> None:
     key = "t/b/multi/part ü.bin"
     bodies = [bytes([n]) * _PART for n in (1, 2)] + [b"tail"]
-    upload_id = backend.storage.start_multipart(key, content_type="application/x-test")
-    assert backend.storage.list_parts(key, upload_id) == []
+    upload_id = backend.multipart.start_multipart(key, content_type="application/x-test")
+    assert backend.multipart.list_parts(key, upload_id) == []
     etags = {n: _send_part(backend, key, upload_id, n, bodies[n - 1]) for n in (3, 1, 2)}
-    listed = backend.storage.list_parts(key, upload_id)
+    listed = backend.multipart.list_parts(key, upload_id)
     assert listed is not None
     assert [(p.part_number, p.size, p.etag) for p in listed] == [
         (n, len(bodies[n - 1]), etags[n]) for n in (1, 2, 3)
     ]
     assert backend.storage.head(key) is None  # parts are not an object yet
 
-    info = backend.storage.finish_multipart(key, upload_id, listed)
+    info = backend.multipart.finish_multipart(key, upload_id, listed)
     assert (info.size, info.content_type) == (2 * _PART + 4, "application/x-test")
     assert info.sha256 in (None, _sha(b"".join(bodies)))
     assert b"".join(backend.storage.iter_bytes(key)) == b"".join(bodies)
-    assert backend.storage.list_parts(key, upload_id) is None  # closed
+    assert backend.multipart.list_parts(key, upload_id) is None  # closed
 
 
 def test_multipart_part_sent_again_replaces_the_first(backend: Backend) -> None:
     key = "t/b/multi/again"
-    upload_id = backend.storage.start_multipart(key, content_type="text/plain")
+    upload_id = backend.multipart.start_multipart(key, content_type="text/plain")
     _send_part(backend, key, upload_id, 1, b"first")
     etag = _send_part(backend, key, upload_id, 1, b"second!")
-    listed = backend.storage.list_parts(key, upload_id)
+    listed = backend.multipart.list_parts(key, upload_id)
     assert listed is not None
     assert [(p.part_number, p.size, p.etag) for p in listed] == [(1, 7, etag)]
-    backend.storage.finish_multipart(key, upload_id, listed)
+    backend.multipart.finish_multipart(key, upload_id, listed)
     assert b"".join(backend.storage.iter_bytes(key)) == b"second!"
 
 
 def test_multipart_abort_frees_the_parts_and_is_idempotent(backend: Backend) -> None:
     key = "t/b/multi/abort"
-    upload_id = backend.storage.start_multipart(key, content_type="text/plain")
+    upload_id = backend.multipart.start_multipart(key, content_type="text/plain")
     _send_part(backend, key, upload_id, 1, b"bytes")
-    backend.storage.abort_multipart(key, upload_id)
-    assert backend.storage.list_parts(key, upload_id) is None
-    backend.storage.abort_multipart(key, upload_id)  # gone already: not an error
+    backend.multipart.abort_multipart(key, upload_id)
+    assert backend.multipart.list_parts(key, upload_id) is None
+    backend.multipart.abort_multipart(key, upload_id)  # gone already: not an error
     assert backend.storage.head(key) is None
 
 
 def test_multipart_uploads_of_other_keys_are_not_confused(backend: Backend) -> None:
-    first = backend.storage.start_multipart("t/b/one", content_type="text/plain")
-    second = backend.storage.start_multipart("t/b/two", content_type="text/plain")
+    first = backend.multipart.start_multipart("t/b/one", content_type="text/plain")
+    second = backend.multipart.start_multipart("t/b/two", content_type="text/plain")
     assert first != second
     _send_part(backend, "t/b/one", first, 1, b"one")
-    assert backend.storage.list_parts("t/b/two", second) == []
-    one = backend.storage.list_parts("t/b/one", first)
+    assert backend.multipart.list_parts("t/b/two", second) == []
+    one = backend.multipart.list_parts("t/b/one", first)
     assert one is not None
     assert [p.size for p in one] == [3]
 
@@ -528,8 +542,8 @@ def test_multipart_uploads_of_other_keys_are_not_confused(backend: Backend) -> N
 @ENFORCING
 def test_multipart_refuses_a_part_of_another_length(enforcing: Backend) -> None:
     key = "t/b/multi/lie"
-    upload_id = enforcing.storage.start_multipart(key, content_type="text/plain")
-    signed = enforcing.storage.presign_part(
+    upload_id = enforcing.multipart.start_multipart(key, content_type="text/plain")
+    signed = enforcing.multipart.presign_part(
         key, upload_id, part_number=1, size=10, expires_at=int(enforcing.now()) + 300
     )
     for body in (b"x" * 9, b"x" * 11):
@@ -537,17 +551,17 @@ def test_multipart_refuses_a_part_of_another_length(enforcing: Backend) -> None:
             signed.method, signed.url, {"Content-Length": str(len(body))}, body
         )
         assert status in (400, 403, 422)
-    assert enforcing.storage.list_parts(key, upload_id) == []
+    assert enforcing.multipart.list_parts(key, upload_id) == []
 
 
 @ENFORCING
 def test_multipart_refuses_an_expired_part_url(enforcing: Backend) -> None:
     key = "t/b/multi/late"
-    upload_id = enforcing.storage.start_multipart(key, content_type="text/plain")
-    signed = enforcing.storage.presign_part(
+    upload_id = enforcing.multipart.start_multipart(key, content_type="text/plain")
+    signed = enforcing.multipart.presign_part(
         key, upload_id, part_number=1, size=4, expires_at=int(enforcing.now()) + 1
     )
     enforcing.advance(2.5)
     status, _, _ = enforcing.send(signed.method, signed.url, signed.headers, b"late")
     assert status == 403
-    assert enforcing.storage.list_parts(key, upload_id) == []
+    assert enforcing.multipart.list_parts(key, upload_id) == []

@@ -49,7 +49,7 @@ def server(
     harness = make_harness(storage_backend, BROKER_BUCKETS=str(path))
     if storage_backend.peer is not None:
         # The smallest part S3 allows, so a 12 MiB body goes up in three parts.
-        harness.service.storage.stream_part_size = MIN_PART_SIZE
+        harness.s3.stream_part_size = MIN_PART_SIZE
     return harness
 
 
@@ -112,13 +112,12 @@ def code(response: Any) -> str:
 
 def leftovers(harness: Harness) -> list[str]:
     """Everything storage holds: objects, open multipart uploads and (local) temp files."""
-    storage = harness.service.storage
-    if storage.name == "local":
+    if harness.storage.name == "local":
         blobs = harness.data_dir / "blobs"
         found = [p.name for p in (blobs / "objects").rglob("*") if p.is_file()]
         found += [f"tmp/{p.name}" for p in (blobs / "tmp").iterdir()]
         return found
-    client, bucket = storage.client, storage.bucket
+    client, bucket = harness.s3.client, harness.s3.bucket
     keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])]
     uploads = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
     return keys + [f"upload:{u['Key']}" for u in uploads]
@@ -195,8 +194,9 @@ def test_round_trip_is_byte_identical(server: Harness, acme: dict[str, str], dat
     assert downloaded.headers["Content-Type"] == "application/x-test"
     again = server.client.get(f"/v1/files/{file['id']}", headers=acme).json
     assert (again["status"], again["size"], again["sha256"]) == ("complete", len(data), sha(data))
-    if server.service.storage.name == "s3" and len(data) > MIN_PART_SIZE:
-        info = server.service.storage.head(f"acme/default/{file['key']}")
+    if server.storage.name == "s3" and len(data) > MIN_PART_SIZE:
+        info = server.storage.head(f"acme/default/{file['key']}")
+        assert info is not None
         assert info.etag.endswith("-3"), info  # went up as a three-part multipart upload
 
 
@@ -490,7 +490,7 @@ def test_a_sweep_during_the_upload_leaves_it_alone(server: Harness, acme: dict[s
                 if service.storage.name == "s3":
                     server.clock.advance(20 * 60)  # it looks older than the sweeper's grace
                 # (The embedded store's temp file is written to all along: it stays fresh.)
-                sweeper = Sweeper(service.settings, service.store, service.storage, server.clock)
+                sweeper = Sweeper(service.settings, service.store, server.reapable, server.clock)
                 reports.append(sweeper.run(objects=True))
         yield b"\r\n" + tail
 
@@ -519,6 +519,7 @@ def test_a_file_arriving_through_the_broker_offers_no_url_and_cannot_be_complete
         yield head + b"\r\n\r\n"
         yield b"\2" * MiB
         record = service.store.get_file_by_key("acme", "default", "mid.bin")
+        assert record is not None
         seen.append(service.files.get(writer, record.id))
         try:
             service.completions.complete(writer, record.id)

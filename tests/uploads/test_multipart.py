@@ -20,8 +20,7 @@ from typing import Any
 import pytest
 
 from broker.config import MiB
-from broker.parts import MAX_PARTS, MIN_PART_SIZE, choose_part_size, plan
-from broker.storage import LocalStorage
+from broker.models import StoredPart
 
 from support import ENFORCING, Harness, StorageBackend
 
@@ -73,30 +72,29 @@ def _complete(h: Harness, key: dict[str, str], file_id: str, parts: Any = None) 
 
 
 def _stored(h: Harness, created: dict[str, Any]) -> bool:
-    return h.service.storage.head(f"acme/{created['bucket']}/{created['key']}") is not None
+    return h.storage.head(f"acme/{created['bucket']}/{created['key']}") is not None
 
 
-def _open_upload(h: Harness, file_id: str) -> list[Any] | None:
-    record = h.service.store.get_file("acme", file_id)
-    return h.service.storage.list_parts(record.storage_key, record.upload_id)  # type: ignore[no-any-return]
+def _upload_id(h: Harness, file_id: str) -> str:
+    upload_id = h.record(file_id).upload_id
+    assert upload_id is not None
+    return upload_id
+
+
+def _open_upload(h: Harness, file_id: str) -> list[StoredPart] | None:
+    """The parts storage holds for the file's multipart upload; None once it is closed."""
+    return h.multipart.list_parts(h.record(file_id).storage_key, _upload_id(h, file_id))
+
+
+def _open_uploads(h: Harness) -> list[str]:
+    """The ids of the multipart uploads storage holds open (on the embedded store, every
+    upload directory, even one half made)."""
+    if h.storage.name == "local":
+        return os.listdir(h.local.disk.uploads)
+    return [upload.upload_id for upload in h.inventory.iter_uploads()]
 
 
 # -- planning ------------------------------------------------------------------------------
-
-
-def test_parts_cover_the_file_within_s3_limits() -> None:
-    for size in (1, PART - 1, PART, PART + 1, 3 * PART - 7, 5 * 1024**4):
-        part_size = choose_part_size(size, PART)
-        parts = plan(size, part_size)
-        assert MIN_PART_SIZE <= part_size <= 5 * 1024**3
-        assert len(parts) <= MAX_PARTS
-        assert [p.number for p in parts] == list(range(1, len(parts) + 1))
-        assert sum(p.size for p in parts) == size
-        assert all(p.size == part_size for p in parts[:-1])
-        assert 0 < parts[-1].size <= part_size
-        assert all(p.offset == (p.number - 1) * part_size for p in parts)
-    # 5 TiB needs more than 16 MiB parts: the size grows to a whole MiB that fits 10,000.
-    assert choose_part_size(5 * 1024**4, 16 * MiB) == 525 * MiB
 
 
 # -- the happy path ------------------------------------------------------------------------
@@ -248,12 +246,11 @@ def test_a_part_of_another_length_is_not_received(mp: Harness) -> None:
     acme = mp.key("acme")
     data = _data(PART + 50)
     created = mp.declare(acme, name="w.bin", size=len(data), mime_type="application/x-test")
-    record = mp.service.store.get_file("acme", created["id"])
-    storage = mp.service.storage
+    record = mp.record(created["id"])
     # Part 2 goes straight into storage one byte short, as if a peer did not enforce.
     with mp.app.test_request_context():  # signed blob URLs take the request's host
-        short = storage.presign_part(
-            record.storage_key, record.upload_id, part_number=2, size=49,
+        short = mp.multipart.presign_part(
+            record.storage_key, _upload_id(mp, record.id), part_number=2, size=49,
             expires_at=record.expires_at,
         )  # fmt: skip
     _put_parts(mp, [created["upload"]["parts"][0]], data)
@@ -352,7 +349,7 @@ def test_abort_and_delete_free_the_parts(mp: Harness, how: str) -> None:
     created = mp.declare(acme, name="a.bin", size=len(data))
     _put_parts(mp, created["upload"]["parts"][:1], data)
     assert _open_upload(mp, created["id"]) is not None
-    record = mp.service.store.get_file("acme", created["id"])
+    key, upload_id = mp.record(created["id"]).storage_key, _upload_id(mp, created["id"])
     if how == "abort":
         reply = mp.client.post(f"/v1/files/{created['id']}/abort", headers=acme)
         assert reply.status_code == 200
@@ -360,10 +357,10 @@ def test_abort_and_delete_free_the_parts(mp: Harness, how: str) -> None:
     else:
         reply = mp.client.delete(f"/v1/files/{created['id']}", headers=acme)
         assert reply.status_code == 200
-    assert mp.service.storage.list_parts(record.storage_key, record.upload_id) is None
+    assert mp.multipart.list_parts(key, upload_id) is None
     assert not _stored(mp, created)
-    if isinstance(mp.service.storage, LocalStorage):  # no part file is left
-        assert not any(mp.service.storage.disk.uploads.iterdir())
+    if mp.storage.name == "local":  # no part file is left
+        assert not any(mp.local.disk.uploads.iterdir())
     # The key is free again.
     assert mp.declare(acme, name="a.bin", key=created["key"], size=5)["key"] == created["key"]
 
@@ -377,14 +374,7 @@ def test_a_failed_create_leaves_no_open_upload(mp: Harness) -> None:
         headers=acme,
     )
     assert clash.status_code == 409
-    storage = mp.service.storage
-    if isinstance(storage, LocalStorage):
-        assert len(os.listdir(storage.disk.uploads)) == 1
-    else:
-        uploads = storage.client.list_multipart_uploads(Bucket=storage.bucket).get("Uploads", [])
-        assert [u["UploadId"] for u in uploads] == [
-            mp.service.store.get_file("acme", first["id"]).upload_id
-        ]
+    assert _open_uploads(mp) == [_upload_id(mp, first["id"])]
 
 
 def test_a_create_that_loses_an_idempotency_race_closes_its_upload(
@@ -397,10 +387,9 @@ def test_a_create_that_loses_an_idempotency_race_closes_its_upload(
     body = {"name": "r.bin", "size": PART + 1, "mime_type": "text/plain", "key": "race.bin"}
     first = mp.client.post("/v1/files", json=body, headers=acme)
     assert first.status_code == 201
-    from broker.uploads import declare
+    from broker.uploads import declare, idempotency
 
-    service = mp.service
-    real = declare.recorded
+    real = idempotency.recorded
     calls = []
 
     def late(*args: Any) -> Any:
@@ -413,10 +402,4 @@ def test_a_create_that_loses_an_idempotency_race_closes_its_upload(
     assert second.headers["Idempotent-Replayed"] == "true"
     assert second.json["id"] == first.json["id"]
     assert len(calls) == 2
-    storage = service.storage
-    upload_id = service.store.get_file("acme", first.json["id"]).upload_id
-    if isinstance(storage, LocalStorage):
-        assert os.listdir(storage.disk.uploads) == [upload_id]
-    else:
-        uploads = storage.client.list_multipart_uploads(Bucket=storage.bucket).get("Uploads", [])
-        assert [u["UploadId"] for u in uploads] == [upload_id]
+    assert _open_uploads(mp) == [_upload_id(mp, first.json["id"])]
