@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from ..config import Clock, ConfigError, Settings
 from .base import (
+    Expected,
     GetGrant,
     InventoryStorage,
     LocatedBlob,
@@ -21,6 +22,7 @@ from .local import LocalStorage
 from .s3 import S3Storage
 
 __all__ = [
+    "Expected",
     "GetGrant",
     "InventoryStorage",
     "LocalStorage",

@@ -60,19 +60,49 @@ class StoredObject:
     modified_at: float
 
 
-def check_stream_size(received: int, *, max_size: int, size: int | None) -> None:
-    """Raise the contract's error when a streamed body of ``received`` bytes (counted up to
-    one past the limit) broke ``max_size`` or differs from the declared ``size``."""
-    if received > max_size:
-        raise BrokerError(
-            "upload.size_exceeds_limit",
-            f"The file is larger than the bucket's limit of {max_size} bytes.",
-            details={"file": [f"Must be at most {max_size} bytes."]},
-        )
+@dataclass(frozen=True)
+class Expected:
+    """What a body streamed through the broker must be to be kept (``put_stream``)."""
+
+    content_type: str
+    max_size: int
+    """The bucket's limit: ``upload.size_exceeds_limit`` above it."""
+    size: int | None = None
+    """The declared length, if any: ``upload.size_mismatch`` for another."""
+    sha256: str | None = None
+    """The declared SHA-256, if any: ``upload.checksum_mismatch`` for another."""
+
+    @property
+    def limit(self) -> int:
+        """Bytes worth reading: one more proves the body is refused."""
+        return self.max_size if self.size is None else min(self.size, self.max_size)
+
+    def check(self, received: int, digest: str) -> None:
+        """Raise the contract's error unless ``received`` bytes (counted up to one past
+        ``limit``) hashing to ``digest`` are what was expected."""
+        if received > self.max_size:
+            raise BrokerError(
+                "upload.size_exceeds_limit",
+                f"The file is larger than the bucket's limit of {self.max_size} bytes.",
+                details={"file": [f"Must be at most {self.max_size} bytes."]},
+            )
+        check_received(received, digest, size=self.size, sha256=self.sha256)
+
+
+def check_received(
+    received: int, digest: str | None, *, size: int | None, sha256: str | None, what: str = "file"
+) -> None:
+    """``upload.size_mismatch`` unless ``received`` is the declared ``size``, then
+    ``upload.checksum_mismatch`` unless ``digest`` is the declared ``sha256`` (each when
+    declared); ``what`` names the bytes in the message ("file", "body")."""
     if size is not None and received != size:
         relation = "longer" if received > size else "shorter"
         raise BrokerError(
-            "upload.size_mismatch", f"The file is {relation} than the declared {size} bytes."
+            "upload.size_mismatch", f"The {what} is {relation} than the declared {size} bytes."
+        )
+    if sha256 is not None and digest != sha256:
+        raise BrokerError(
+            "upload.checksum_mismatch", f"The {what}'s SHA-256 differs from the declared checksum."
         )
 
 
@@ -189,22 +219,12 @@ class MultipartStorage(Protocol):
 class StreamingStorage(Protocol):
     """Storage that takes a body streamed through the broker (a proxied form upload)."""
 
-    def put_stream(
-        self,
-        key: str,
-        chunks: Iterable[bytes],
-        *,
-        content_type: str,
-        max_size: int,
-        size: int | None,
-        sha256: str | None,
-    ) -> ObjectInfo:
+    def put_stream(self, key: str, chunks: Iterable[bytes], expected: Expected) -> ObjectInfo:
         """Store the bytes of ``chunks`` as the object, streaming in bounded memory; return
         what was stored (its ``sha256`` always computed).
 
-        Visible only if all holds: at most ``max_size`` bytes (else ``upload.size_exceeds_limit``,
-        having read at most one chunk past it), exactly ``size`` when given (else
-        ``upload.size_mismatch``), this SHA-256 when given (else ``upload.checksum_mismatch``).
+        Visible only if ``expected.check`` passes: at most ``max_size`` bytes (having read at
+        most one chunk past ``expected.limit``), exactly ``size`` and this SHA-256 when given.
         Raises StorageUnavailable when storage fails; an error of ``chunks`` itself (a
         client gone) passes through as it is. On any error nothing is left visible.
         """

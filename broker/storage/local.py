@@ -27,6 +27,7 @@ from ..tokens import ExpiringTokens
 from . import local_housekeeping as housekeeping
 from .base import (
     HASH_CHUNK,
+    Expected,
     GetGrant,
     LocatedBlob,
     ObjectInfo,
@@ -34,7 +35,7 @@ from .base import (
     PutGrant,
     Readable,
     StoredObject,
-    check_stream_size,
+    check_received,
 )
 from .disk import (
     UPLOAD_META,
@@ -201,16 +202,7 @@ class LocalStorage:
 
     # -- StreamingStorage -------------------------------------------------------------------------
 
-    def put_stream(
-        self,
-        key: str,
-        chunks: Iterable[bytes],
-        *,
-        content_type: str,
-        max_size: int,
-        size: int | None,
-        sha256: str | None,
-    ) -> ObjectInfo:
+    def put_stream(self, key: str, chunks: Iterable[bytes], expected: Expected) -> ObjectInfo:
         """Write ``chunks`` to a temp file (hashing as they come), check, then publish.
 
         The same path as a PUT to a signed URL: bounded writes to ``tmp/``, no reading
@@ -219,15 +211,12 @@ class LocalStorage:
         """
         temp = self.disk.new_temp()
         try:
-            limit = max_size if size is None else min(size, max_size)
-            digest, received = spool(chunks, temp, limit=limit, hashed=True)
-            check_stream_size(received, max_size=max_size, size=size)
-            if sha256 is not None and digest != sha256:
-                raise BrokerError(
-                    "upload.checksum_mismatch",
-                    "The file's SHA-256 differs from the declared checksum.",
-                )
-            return self._publish(key, temp, size=received, content_type=content_type, sha256=digest)
+            digest, received = spool(chunks, temp, limit=expected.limit, hashed=True)
+            assert digest is not None
+            expected.check(received, digest)
+            return self._publish(
+                key, temp, size=received, content_type=expected.content_type, sha256=digest
+            )
         finally:
             discard(temp)
 
@@ -286,17 +275,7 @@ class LocalStorage:
                 limit=grant.size,
                 hashed=grant.sha256 is not None,
             )
-            if received != grant.size:
-                relation = "longer" if received > grant.size else "shorter"
-                raise BrokerError(
-                    "upload.size_mismatch",
-                    f"The body is {relation} than the declared {grant.size} bytes.",
-                )
-            if grant.sha256 is not None and digest != grant.sha256:
-                raise BrokerError(
-                    "upload.checksum_mismatch",
-                    "The body's SHA-256 differs from the declared checksum.",
-                )
+            check_received(received, digest, size=grant.size, sha256=grant.sha256, what="body")
             if grant.upload_id is not None and grant.part_number is not None:
                 return self._store_part(grant, temp, digest)
             assert grant.content_type is not None

@@ -24,7 +24,7 @@ from ..errors import BrokerError, StorageUnavailable
 from ..models import StoredPart, UploadInstructions
 from ..naming import content_disposition
 from ..parts import MAX_PART_SIZE
-from .base import HASH_CHUNK, ObjectInfo, OpenUpload, StoredObject, check_stream_size
+from .base import HASH_CHUNK, Expected, ObjectInfo, OpenUpload, StoredObject
 from .s3_connection import S3Connection, checksum_hex, error_code, is_missing
 
 _NO_UPLOAD = {"NoSuchUpload"}
@@ -228,16 +228,7 @@ class S3Storage:
     besides the part being joined). Every 1,000 parts it doubles, so 10,000 parts reach
     past S3's 5 TiB object limit while an ordinary upload keeps the small buffer."""
 
-    def put_stream(
-        self,
-        key: str,
-        chunks: Iterable[bytes],
-        *,
-        content_type: str,
-        max_size: int,
-        size: int | None,
-        sha256: str | None,
-    ) -> ObjectInfo:
+    def put_stream(self, key: str, chunks: Iterable[bytes], expected: Expected) -> ObjectInfo:
         """Stream ``chunks`` into S3 through a buffer of one part, hashing as they come.
 
         A body that fits in one part is one PutObject (with its SHA-256, which S3 checks).
@@ -245,7 +236,7 @@ class S3Storage:
         completed only after the size and checksum checks pass and aborted on any error, so
         nothing (and no open upload) is left behind a refused or interrupted body.
         """
-        limit = max_size if size is None else min(size, max_size)
+        limit = expected.limit
         hasher = hashlib.sha256()
         buffer: list[bytes] = []
         buffered = received = 0
@@ -262,23 +253,18 @@ class S3Storage:
                 part_size = min(MAX_PART_SIZE, self.stream_part_size << (len(parts) // 1000))
                 if buffered >= part_size:
                     if upload_id is None:
-                        upload_id = self.start_multipart(key, content_type=content_type)
+                        upload_id = self.start_multipart(key, content_type=expected.content_type)
                     parts.append(self._send_part(key, upload_id, len(parts) + 1, buffer))
                     buffer, buffered = [], 0
-            check_stream_size(received, max_size=max_size, size=size)
             digest = hasher.hexdigest()
-            if sha256 is not None and digest != sha256:
-                raise BrokerError(
-                    "upload.checksum_mismatch",
-                    "The file's SHA-256 differs from the declared checksum.",
-                )
+            expected.check(received, digest)
             if upload_id is None:
                 with self.connection.errors("store an object"):
                     answer = self.client.put_object(
                         Bucket=self.bucket,
                         Key=key,
                         Body=b"".join(buffer),
-                        ContentType=content_type,
+                        ContentType=expected.content_type,
                         ChecksumSHA256=base64.b64encode(bytes.fromhex(digest)).decode(),
                     )
             else:
@@ -301,7 +287,7 @@ class S3Storage:
         return ObjectInfo(
             key=key,
             size=received,
-            content_type=content_type,
+            content_type=expected.content_type,
             etag=str(answer.get("ETag", "")).strip('"'),
             sha256=digest,
         )

@@ -24,6 +24,7 @@ from ..auth import require
 from ..errors import BrokerError, validation_error
 from ..metrics import COMPLETIONS
 from ..models import FileRecord, Principal, Scope, Status
+from ..storage import Expected
 from ..views import UseCase
 from .admission import admit, new_record
 from .declare import Declared
@@ -78,10 +79,7 @@ class ProxiedUploads(UseCase):
             info = streaming.put_stream(
                 record.storage_key,
                 self._keep_pending(record, chunks),
-                content_type=record.mime_type,
-                max_size=policy.max_size,
-                size=declared_size,
-                sha256=record.sha256,
+                Expected(record.mime_type, policy.max_size, declared_size, record.sha256),
             )
         except BaseException as exc:
             self._fail(record, exc)

@@ -21,6 +21,7 @@ import pytest
 from broker.errors import BrokerError
 from broker.parts import MIN_PART_SIZE
 from broker.storage import (
+    Expected,
     InventoryStorage,
     LocalStorage,
     MultipartStorage,
@@ -376,10 +377,9 @@ def test_put_stream_round_trip(backend: Backend, body: bytes) -> None:
     info = streaming.put_stream(
         "t/b/streamed",
         _pieces(body),
-        content_type="application/x-test",
-        max_size=len(body),
-        size=len(body),
-        sha256=_sha(body),
+        Expected(
+            content_type="application/x-test", max_size=len(body), size=len(body), sha256=_sha(body)
+        ),
     )
     assert (info.key, info.size, info.content_type, info.sha256) == (
         "t/b/streamed",
@@ -397,9 +397,10 @@ def test_put_stream_without_declared_size_or_checksum(backend: Backend) -> None:
     streaming = _streaming(backend).streaming
     body = bytes(range(256)) * 100
     info = streaming.put_stream(
-        "t/b/undeclared", _pieces(body, 1000), content_type="text/plain",
-        max_size=10**9, size=None, sha256=None,
-    )  # fmt: skip
+        "t/b/undeclared",
+        _pieces(body, 1000),
+        Expected(content_type="text/plain", max_size=10**9, size=None, sha256=None),
+    )
     assert (info.size, info.sha256) == (len(body), _sha(body))
     assert b"".join(backend.storage.iter_bytes("t/b/undeclared")) == body
 
@@ -421,9 +422,12 @@ def test_put_stream_refuses_a_lie_and_keeps_nothing(
     body = bytes(range(256)) * 4096 * 12  # 12 MiB: S3 has sent parts before it knows
     with pytest.raises(BrokerError) as refused:
         streaming.put_stream(
-            "t/b/lie", _pieces(body), content_type="application/octet-stream",
-            max_size=max_size, size=size, sha256=sha256,
-        )  # fmt: skip
+            "t/b/lie",
+            _pieces(body),
+            Expected(
+                content_type="application/octet-stream", max_size=max_size, size=size, sha256=sha256
+            ),
+        )
     assert refused.value.code == code
     _nothing_left(backend, "t/b/lie")
 
@@ -440,9 +444,15 @@ def test_put_stream_stops_reading_one_byte_past_the_limit(backend: Backend) -> N
 
     with pytest.raises(BrokerError) as refused:
         streaming.put_stream(
-            "t/b/endless", endless(), content_type="application/octet-stream",
-            max_size=1024 * 1024, size=None, sha256=None,
-        )  # fmt: skip
+            "t/b/endless",
+            endless(),
+            Expected(
+                content_type="application/octet-stream",
+                max_size=1024 * 1024,
+                size=None,
+                sha256=None,
+            ),
+        )
     assert refused.value.code == "upload.size_exceeds_limit"
     assert taken <= 1024 * 1024 + 64 * 1024
     _nothing_left(backend, "t/b/endless")
@@ -458,15 +468,21 @@ def test_put_stream_keeps_nothing_when_the_source_fails(backend: Backend) -> Non
 
     with pytest.raises(ConnectionResetError):
         streaming.put_stream(
-            "t/b/kept", cut_off(), content_type="application/octet-stream",
-            max_size=10**9, size=None, sha256=None,
-        )  # fmt: skip
+            "t/b/kept",
+            cut_off(),
+            Expected(
+                content_type="application/octet-stream", max_size=10**9, size=None, sha256=None
+            ),
+        )
     assert b"".join(backend.storage.iter_bytes("t/b/kept")) == b"earlier version"
     with pytest.raises(ConnectionResetError):
         streaming.put_stream(
-            "t/b/cut", cut_off(), content_type="application/octet-stream",
-            max_size=10**9, size=None, sha256=None,
-        )  # fmt: skip
+            "t/b/cut",
+            cut_off(),
+            Expected(
+                content_type="application/octet-stream", max_size=10**9, size=None, sha256=None
+            ),
+        )
     _nothing_left(backend, "t/b/cut")
 
 
