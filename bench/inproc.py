@@ -44,8 +44,9 @@ def build(storage: str, data_dir: Path) -> Callable[[], bytes]:
     if storage == "s3":
         env.update(S3_ENV)
         os.environ.update({k: v for k, v in S3_ENV.items() if k.startswith("AWS_")})
-    from broker import create_app
+    from broker import create_app, prepare_database
 
+    prepare_database(environ=env)  # what the gunicorn master does before it forks
     app = create_app(environ=env)
     minted = app.test_client().post(
         "/v1/keys", json={"tenant": "bench"}, headers={"Authorization": f"Bearer {ADMIN_KEY}"}

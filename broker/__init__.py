@@ -30,6 +30,43 @@ def request_base_url() -> str:
     return request.host_url.rstrip("/")
 
 
+def prepare_database(
+    overrides: Mapping[str, str] | None = None, *, environ: Mapping[str, str] | None = None
+) -> None:
+    """Before any worker serves: migrate (``BROKER_AUTO_MIGRATE``) or check the schema.
+
+    The gunicorn master runs this once before it forks (``broker db upgrade`` is the same
+    migration, for the release step). Concurrent runs take turns (PostgreSQL's advisory
+    lock, SQLite's writer lock). A schema that is reachable and behind without
+    ``BROKER_AUTO_MIGRATE`` is a ConfigError (the server refuses to start); a database that
+    does not answer in time is only logged: the server starts, answers 503 until it does,
+    and its workers refuse to serve a schema that turns out to be behind.
+    """
+    from .config import Settings
+    from .db import Database
+    from .errors import DatabaseUnavailable
+
+    env = dict(os.environ if environ is None else environ)
+    env.update(overrides or {})
+    settings = Settings.from_env(env)
+    database = Database(settings.database_url, busy_timeout=settings.db_timeout)
+    try:
+        if settings.auto_migrate:
+            if settings.is_sqlite:
+                settings.data_dir.mkdir(parents=True, exist_ok=True)
+            database.upgrade()
+        elif not database.is_current():
+            raise ConfigError(
+                "the database schema is not at the newest migration; run `broker db upgrade`"
+            )
+    except DatabaseUnavailable as exc:
+        logging.getLogger("broker").warning(
+            "database unavailable at start (%s); serving 503 until it answers", exc.__cause__
+        )
+    finally:
+        database.dispose()
+
+
 def create_app(
     overrides: Mapping[str, str] | None = None,
     *,
@@ -52,14 +89,10 @@ def create_app(
     logging.getLogger("broker").setLevel(settings.log_level)
     clock = clock or time.time
 
-    database = Database(settings.database_url)
-    if settings.auto_migrate:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        database.upgrade()
-    elif not database.is_current():
-        raise ConfigError(
-            "the database schema is not at the newest migration; run `broker db upgrade`"
-        )
+    # Nothing here touches the database: a worker that boots while it is locked or down
+    # serves 503 ``database.unavailable`` until it is back. Migrations run before, once
+    # (``prepare_database``); the schema is checked on first use.
+    database = Database(settings.database_url, busy_timeout=settings.db_timeout, check_schema=True)
 
     def base_url() -> str:
         # Signed blob URLs must point at the broker as clients reach it: the configured

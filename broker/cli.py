@@ -97,7 +97,7 @@ def db_upgrade() -> None:
     settings = _settings()
     if settings.is_sqlite:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    database = Database(settings.database_url)
+    database = Database(settings.database_url, busy_timeout=settings.db_timeout)
     database.upgrade()
     click.echo("database schema is up to date", err=True)
 
@@ -273,7 +273,7 @@ def _services() -> Iterator[Any]:
     from .db import Database
 
     settings = _settings()
-    database = Database(settings.database_url)
+    database = Database(settings.database_url, busy_timeout=settings.db_timeout)
     try:
         if settings.auto_migrate:
             settings.data_dir.mkdir(parents=True, exist_ok=True)

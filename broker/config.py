@@ -26,6 +26,8 @@ NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 MIME_PATTERN_RE = re.compile(r"^(\*|[a-z0-9][a-z0-9!#$&^_.+-]*)/(\*|[a-z0-9][a-z0-9!#$&^_.+-]*)$")
 SECRET_FILE = "secret_key"  # noqa: S105  (a file name, not a secret)
 MIN_SECRET_LENGTH = 32
+DB_TIMEOUT = 5  # seconds a request waits for a locked database before its 503
+MAX_DB_TIMEOUT = 60
 MIN_ADMIN_KEY_LENGTH = 16
 
 
@@ -161,6 +163,9 @@ class Settings:
     auto_migrate: bool
     port: int
     log_level: str
+    db_timeout: int
+    """``BROKER_DB_TIMEOUT``: seconds a request waits for a locked database (SQLite's busy
+    timeout, the group commit's turn) before answering 503 ``database.unavailable``."""
     key_cache_ttl: int
     """Seconds a process trusts a verified API key before looking it up again (so a
     revocation takes effect everywhere within this time); 0 looks every request up."""
@@ -250,7 +255,10 @@ class Settings:
             "port": integer("PORT", 8000, minimum=1),
             "log_level": log_level,
             "key_cache_ttl": integer("BROKER_KEY_CACHE_TTL", 5, minimum=0),
+            "db_timeout": integer("BROKER_DB_TIMEOUT", DB_TIMEOUT, minimum=1),
         }
+        if settings["db_timeout"] > MAX_DB_TIMEOUT:  # type: ignore[operator]
+            problems.append(f"BROKER_DB_TIMEOUT must be at most {MAX_DB_TIMEOUT} seconds")
         read.check()
         if secret_key is None:
             secret_key = ensure_secret_key(data_dir)

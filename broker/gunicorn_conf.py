@@ -39,10 +39,13 @@ if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
 
 
 def on_starting(server: Any) -> None:
-    """Validate the configuration and migrate the embedded database once, in the master."""
-    from broker import create_app
+    """In the master, before it forks: validate the configuration and migrate (or check) the
+    database once. Workers never touch the database as they boot (``create_app``), so one
+    replaced while the database is locked or down boots and answers 503 until it is back."""
+    from broker import create_app, prepare_database
 
     create_app()
+    prepare_database()
 
 
 def post_fork(server: Any, worker: Any) -> None:

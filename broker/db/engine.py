@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -9,28 +10,30 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, func, literal, select
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from ..errors import DatabaseUnavailable
 from . import migrate
-from .groupcommit import GroupCommit
+from .groupcommit import UNAVAILABLE, GroupCommit
 
 T = TypeVar("T")
-
-# What a database that is down, locked past the busy timeout, or out of pooled connections
-# raises. IntegrityError is not here: it is a refused write, mapped by the queries.
-UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
-BUSY_TIMEOUT = 10.0  # seconds a SQLite writer waits for the lock before answering 503
+BUSY_TIMEOUT = 5.0  # seconds a SQLite writer waits for the lock before answering 503
+_log = logging.getLogger("broker.db")
 
 
 class Database:
     """Engine, transactions and schema management; database failures become 503s."""
 
-    def __init__(self, url: str, *, busy_timeout: float = BUSY_TIMEOUT) -> None:
+    def __init__(
+        self, url: str, *, busy_timeout: float = BUSY_TIMEOUT, check_schema: bool = False
+    ) -> None:
+        """Nothing connects here: the first transaction does (a worker boots without its
+        database). ``check_schema``: refuse to serve (503) until the schema is current,
+        checked on first use (``create_app``; migrations run before, see ``upgrade``)."""
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         self.busy_timeout = busy_timeout
+        self._schema_checked = not check_schema
         if self.is_sqlite:
             # SQLAlchemy's default QueuePool (5 kept, 10 more on demand): a pool of 16 made no
             # difference to bench/create.py (8 request threads per worker).
@@ -45,7 +48,12 @@ class Database:
             )
         else:
             self.engine = create_engine(
-                url, pool_pre_ping=True, pool_size=5, max_overflow=10, pool_timeout=5
+                url,
+                pool_pre_ping=True,
+                pool_size=5,
+                max_overflow=10,
+                pool_timeout=busy_timeout,
+                connect_args={"connect_timeout": max(1, int(busy_timeout))},
             )
             # PostgreSQL shares WAL flushes between concurrent commits itself.
             self._group = None
@@ -74,16 +82,35 @@ class Database:
     def _transaction(self, *, write: bool) -> Iterator[Connection]:
         try:
             with self.engine.connect() as conn:
-                if write:
-                    conn.execution_options(broker_write=True)
-                with conn.begin():
-                    yield conn
+                try:
+                    if write:
+                        conn.execution_options(broker_write=True)
+                    with conn.begin():
+                        yield conn
+                except UNAVAILABLE:
+                    # Locked, read-only, I/O error, gone: never hand this connection out
+                    # again; the next transaction opens a fresh one (self-healing).
+                    if not conn.invalidated:
+                        conn.invalidate()
+                    raise
         except UNAVAILABLE as exc:
             raise DatabaseUnavailable from exc
+
+    def _ready(self) -> None:
+        """Once per process, on first use: refuse to serve an unmigrated schema (503)."""
+        if self._schema_checked:
+            return
+        with self._transaction(write=False) as conn:
+            current = migrate.is_current(conn)
+        if not current:
+            _log.error("the database schema is not current: run `broker db upgrade`")
+            raise DatabaseUnavailable("The database schema is not at the newest migration.")
+        self._schema_checked = True
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
         """A read-only transaction (a consistent snapshot)."""
+        self._ready()
         with self._transaction(write=False) as conn:
             yield conn
 
@@ -92,12 +119,14 @@ class Database:
         """A read-write transaction, committed when the block ends without an exception
         (on SQLite it holds the one writer's lock from its start: BEGIN IMMEDIATE). Not
         group-committed: short request writes go through ``run_write``."""
+        self._ready()
         with self._transaction(write=True) as conn:
             yield conn
 
     def run_write(self, work: Callable[[Connection], T]) -> T:
         """Run ``work`` in a short write transaction; on SQLite it is group-committed
         (``work`` may then run twice and in another thread: see GroupCommit.run)."""
+        self._ready()
         if self._group is None:
             with self.write() as conn:
                 return work(conn)
@@ -112,13 +141,17 @@ class Database:
             conn.execute(select(literal(1)))
 
     def upgrade(self) -> None:
-        """Bring the schema to the newest migration; safe to run from several processes."""
-        with self.write() as conn:
+        """Bring the schema to the newest migration; safe to run from several processes.
+
+        Run once per deployment (``broker db upgrade``, or the gunicorn master before it
+        forks), never by a worker as it boots."""
+        with self._transaction(write=True) as conn:
             migrate.upgrade(conn)
+        self._schema_checked = True
 
     def is_current(self) -> bool:
         """Whether the schema is at the newest migration."""
-        with self.read() as conn:
+        with self._transaction(write=False) as conn:
             return migrate.is_current(conn)
 
     @contextmanager

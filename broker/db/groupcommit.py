@@ -7,7 +7,10 @@ holds it commits everything queued so far in one transaction (one fsync), and la
 holders find their write already done. A request returns only after the commit that holds
 its row, so durability is unchanged; only the waiting is shared. When one write of a batch
 fails (a key collision, say), the batch is rolled back and each write redone alone, so a
-failure belongs to its own request.
+failure belongs to its own request. When the database itself fails (locked past the
+timeout, read-only, an I/O error), every write queued so far fails at once (503) and the
+writer connection is dropped: the next write opens a fresh one, so the broker heals itself
+once the database is back.
 """
 
 from __future__ import annotations
@@ -22,10 +25,15 @@ from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy import exc as sa_exc
 
 from ..errors import DatabaseUnavailable
 
 T = TypeVar("T")
+# What a database that is down, locked past the busy timeout, read-only, failing its I/O or
+# out of pooled connections raises. IntegrityError is not here: it is a refused write,
+# mapped by the queries.
+UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
 _BATCH_LIMIT = 128  # writes folded into one commit at most
 
 
@@ -88,8 +96,9 @@ class GroupCommit:
         """
         done: _Outcome[T] = _Outcome()
         self._queue.put((work, done))
-        # A leader may wait its timeout for the file lock, then for SQLite's lock, then commit.
-        if not self._lock.acquire(timeout=3 * self._timeout):
+        # A leader may wait its timeout for the file lock, then for SQLite's lock, then commit;
+        # when it fails it fails every write queued meanwhile, so a wait here is one turn.
+        if not self._lock.acquire(timeout=2 * self._timeout + 1):
             done.cancelled = True  # a leader that has not collected it yet skips it
             raise DatabaseUnavailable("The database did not commit in time.")
         try:
@@ -129,8 +138,12 @@ class GroupCommit:
     def _commit(self, batch: list[_Work]) -> None:
         try:
             results = self._transaction([work for work, _ in batch])
-        except DatabaseUnavailable as exc:  # BEGIN or COMMIT failed: nobody's write is in
+        except DatabaseUnavailable as exc:  # the database failed: nobody's write is in
+            # Those queued meanwhile would only wait their turn to meet the same database:
+            # they answer now too (a request waits one timeout, not one per batch ahead).
             self._fail(batch, exc)
+            while rest := self._collect():
+                self._fail(rest, exc)
             return
         except Exception:  # a write failed: find whose, each in a transaction of its own
             for item in batch:
@@ -163,6 +176,9 @@ class GroupCommit:
             transaction = connection.begin()  # BEGIN IMMEDIATE
         try:
             results = [work(connection) for work in works]
+        except UNAVAILABLE as exc:  # the database, not this write (read-only, I/O, locked)
+            self._drop()  # closing it rolls back
+            raise DatabaseUnavailable from exc
         except BaseException:
             with self._or_unavailable():
                 transaction.rollback()
@@ -176,13 +192,21 @@ class GroupCommit:
         try:
             yield
         except Exception as exc:
-            # The driver's transaction may still be open: drop the connection (closing it
-            # rolls back whatever it held); the next batch opens another.
+            self._drop()
+            raise DatabaseUnavailable from exc
+
+    def _drop(self) -> None:
+        """Forget the writer connection after a failure (closing it rolls back whatever its
+        transaction held), and the pool's idle ones: SQLite opens a file it cannot write
+        read-only, for good, so a connection opened during the outage would stay read-only.
+        The next batch opens a new one; the broker heals itself when the database is back."""
+        try:
             if self._connection is not None:
                 self._connection.invalidate()
                 self._connection.close()
-                self._connection = None
-            raise DatabaseUnavailable from exc
+        finally:
+            self._connection = None
+            self._engine.dispose()  # reads still running keep theirs; later ones get new ones
 
     @contextmanager
     def _between_processes(self) -> Iterator[None]:

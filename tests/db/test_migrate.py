@@ -13,7 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from broker.db import Database
 from broker.db.tables import metadata
 
-from support import Harness
+from support import Harness, admin_headers, assert_envelope
 
 
 def test_migrations_match_the_table_definitions(database: Database) -> None:
@@ -56,9 +56,19 @@ def test_an_empty_database_is_not_current(empty_postgres: str) -> None:
 
 
 def test_an_unmigrated_postgresql_is_refused_at_start(
-    make_harness: Callable[..., Harness], empty_postgres: str
+    make_harness: Callable[..., Harness], empty_postgres: str, tmp_path: Path
 ) -> None:
+    """The master (prepare_database) refuses to start on it; a worker (create_app) boots
+    without touching the database and refuses to serve it: 503 until it is migrated."""
+    from broker import prepare_database
     from broker.config import ConfigError
 
+    env = {"BROKER_DATABASE_URL": empty_postgres, "BROKER_DATA_DIR": str(tmp_path)}
     with pytest.raises(ConfigError, match="broker db upgrade"):
-        make_harness(BROKER_DATABASE_URL=empty_postgres)
+        prepare_database(environ=env)
+    harness = make_harness(BROKER_DATABASE_URL=empty_postgres)
+    assert_envelope(harness.client.get("/v1/health"), 503, "database.unavailable")
+    created = harness.client.post("/v1/keys", json={"tenant": "acme"}, headers=admin_headers())
+    assert_envelope(created, 503, "database.unavailable")
+    prepare_database(environ={**env, "BROKER_AUTO_MIGRATE": "1"})  # `broker db upgrade`
+    assert harness.client.get("/v1/health").status_code == 200  # no restart needed
