@@ -85,6 +85,10 @@ class GroupCommit:
         self._queue: queue.SimpleQueue[_Work] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._connection: Connection | None = None
+        # Whether the pool may hold connections SQLite opened read-only (it does so, for
+        # good, with a file it cannot write): at start (reads may have opened them before
+        # the first write), and after any failure. The writer then starts from a new pool.
+        self._stale = True
         self._lock_file: int | None = None
 
     def run(self, work: Callable[[Connection], T]) -> T:
@@ -170,6 +174,9 @@ class GroupCommit:
         failing BEGIN, ROLLBACK or COMMIT as DatabaseUnavailable."""
         if self._connection is None:
             with self._or_unavailable():
+                if self._stale:
+                    self._engine.dispose()  # reads still running keep theirs
+                    self._stale = False
                 self._connection = self._engine.connect().execution_options(broker_write=True)
         connection = self._connection
         with self._or_unavailable():
@@ -197,16 +204,16 @@ class GroupCommit:
 
     def _drop(self) -> None:
         """Forget the writer connection after a failure (closing it rolls back whatever its
-        transaction held), and the pool's idle ones: SQLite opens a file it cannot write
-        read-only, for good, so a connection opened during the outage would stay read-only.
-        The next batch opens a new one; the broker heals itself when the database is back."""
+        transaction held). The next batch opens a new one from a new pool (connections
+        opened during the outage may be read-only for good): the broker heals itself when
+        the database is back."""
+        self._stale = True
         try:
             if self._connection is not None:
                 self._connection.invalidate()
                 self._connection.close()
         finally:
             self._connection = None
-            self._engine.dispose()  # reads still running keep theirs; later ones get new ones
 
     @contextmanager
     def _between_processes(self) -> Iterator[None]:
