@@ -181,3 +181,11 @@ def test_a_bad_server_setting_is_named_with_its_value(name: str, value: str) -> 
         ServerSettings.from_env({name: value})
     assert f"{name}=" in str(refused.value)
     assert value in str(refused.value)
+
+
+def test_db_timeout_is_bounded(tmp_path: Path) -> None:
+    assert _settings(tmp_path).db_timeout == 5
+    assert _settings(tmp_path, BROKER_DB_TIMEOUT="2").db_timeout == 2
+    for bad in ("0", "61", "soon"):
+        with pytest.raises(ConfigError, match="BROKER_DB_TIMEOUT"):
+            _settings(tmp_path, BROKER_DB_TIMEOUT=bad)

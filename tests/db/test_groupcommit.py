@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import fcntl
 import os
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -204,3 +206,41 @@ def test_two_processes_take_turns_on_the_lock_file(sqlite_path: Path, new_file: 
     assert {r.id for r in stored} == {r.id for r in records}
     for database in databases:
         database.dispose()
+
+
+@contextmanager
+def _immutable(*paths: Path) -> Iterator[None]:
+    """``chattr +i``: writes fail even for root (who ignores file modes)."""
+    names = [str(p) for p in paths if p.exists()]
+    if subprocess.run(["chattr", "+i", *names], capture_output=True, check=False).returncode:
+        pytest.skip("chattr +i is unavailable here")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", *names], check=True)
+
+
+def test_a_read_only_database_is_503_and_heals_without_a_restart(
+    database: Database, sqlite_path: Path, new_file: NewFile
+) -> None:
+    """Writes fail while the file cannot be written (503 at once, not after a timeout); once
+    it can, the next write succeeds: on a process that wrote before, and on one that only
+    read meanwhile (SQLite opened its connections read-only, for good)."""
+    store = MetadataStore(database)
+    store.insert_file(new_file())
+    booted = Database(f"sqlite:///{sqlite_path}", busy_timeout=5)  # a worker booted meanwhile
+    late = MetadataStore(booted)
+    try:
+        with _immutable(sqlite_path, sqlite_path.with_name(sqlite_path.name + "-wal")):
+            assert store.get_file("acme", "file_missing") is None  # reads go on
+            started = time.monotonic()
+            with pytest.raises(DatabaseUnavailable):
+                store.insert_file(new_file())
+            assert time.monotonic() - started < 1
+            assert late.get_file("acme", "file_missing") is None  # opens one, read-only
+        for target in (store, late):
+            kept = new_file()
+            target.insert_file(kept)
+            assert target.get_file("acme", kept.id) == kept
+    finally:
+        booted.dispose()
