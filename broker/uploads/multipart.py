@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -13,6 +15,28 @@ from ..models import FileRecord, FileView, Principal, Scope, Status, StoredPart
 from ..parts import missing, numbers_text, plan, received
 from ..storage.base import ObjectInfo
 from ..views import UseCase
+
+_joining: set[str] = set()
+_joining_lock = threading.Lock()
+
+
+@contextmanager
+def _one_join(upload_id: str) -> Iterator[None]:
+    """At most one join of an upload at a time in this process; the others answer 409
+    ``upload.in_progress`` at once rather than hold a thread (across processes, storage
+    itself decides: the embedded store's lock, S3's own completion)."""
+    with _joining_lock:
+        if upload_id in _joining:
+            raise BrokerError(
+                "upload.in_progress",
+                "Another request is joining this upload's parts; complete again shortly.",
+            )
+        _joining.add(upload_id)
+    try:
+        yield
+    finally:
+        with _joining_lock:
+            _joining.discard(upload_id)
 
 
 def join_parts(
@@ -25,7 +49,16 @@ def join_parts(
     not received (absent, of another length, or not the copy the client names) answers
     422 ``upload.part_missing`` with ``details.missing_parts``. Either way nothing is
     joined and the file stays pending: the client sends those parts and completes again.
+    While another request joins the parts, 409 ``upload.in_progress``; once it has, the
+    joined object.
     """
+    assert record.upload_id is not None
+    with _one_join(record.upload_id):
+        return _join(ctx, record, claimed)
+
+
+def _join(ctx: Context, record: FileRecord, claimed: list[Mapping[str, Any]] | None) -> ObjectInfo:
+    """``join_parts``, once this process holds the upload."""
     assert record.upload_id is not None
     assert record.part_size is not None
     assert ctx.multipart is not None
