@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -16,27 +16,16 @@ from ..parts import missing, numbers_text, plan, received
 from ..storage.base import ObjectInfo
 from ..views import UseCase
 
+JOIN_WAIT = 1.0
+"""Seconds a complete waits for another request of this process to finish joining the same
+upload before it answers 409 ``upload.in_progress``."""
+
+_RECENT = 1024
+"""Joined uploads whose object this process remembers, for completes that waited."""
+
 _joining: set[str] = set()
-_joining_lock = threading.Lock()
-
-
-@contextmanager
-def _one_join(upload_id: str) -> Iterator[None]:
-    """At most one join of an upload at a time in this process; the others answer 409
-    ``upload.in_progress`` at once rather than hold a thread (across processes, storage
-    itself decides: the embedded store's lock, S3's own completion)."""
-    with _joining_lock:
-        if upload_id in _joining:
-            raise BrokerError(
-                "upload.in_progress",
-                "Another request is joining this upload's parts; complete again shortly.",
-            )
-        _joining.add(upload_id)
-    try:
-        yield
-    finally:
-        with _joining_lock:
-            _joining.discard(upload_id)
+_recent: OrderedDict[str, ObjectInfo] = OrderedDict()
+_joined = threading.Condition()
 
 
 def join_parts(
@@ -49,12 +38,37 @@ def join_parts(
     not received (absent, of another length, or not the copy the client names) answers
     422 ``upload.part_missing`` with ``details.missing_parts``. Either way nothing is
     joined and the file stays pending: the client sends those parts and completes again.
-    While another request joins the parts, 409 ``upload.in_progress``; once it has, the
-    joined object.
+
+    One join of an upload at a time in this process: another complete waits up to
+    JOIN_WAIT for it and answers the object it joined, else 409 ``upload.in_progress``
+    rather than hold a thread longer. Across processes storage decides (the embedded
+    store's upload lock, S3's own completion); a complete that finds the upload joined
+    already answers the object joined from it.
     """
-    assert record.upload_id is not None
-    with _one_join(record.upload_id):
-        return _join(ctx, record, claimed)
+    upload_id = record.upload_id
+    assert upload_id is not None
+    with _joined:
+        if not _joined.wait_for(lambda: upload_id not in _joining, timeout=JOIN_WAIT):
+            raise BrokerError(
+                "upload.in_progress",
+                "Another request is joining this upload's parts; complete again shortly.",
+            )
+        done = _recent.get(upload_id)
+        if done is not None:
+            return done
+        _joining.add(upload_id)
+    info: ObjectInfo | None = None
+    try:
+        info = _join(ctx, record, claimed)
+        return info
+    finally:
+        with _joined:
+            _joining.discard(upload_id)
+            if info is not None:
+                _recent[upload_id] = info
+                while len(_recent) > _RECENT:
+                    _recent.popitem(last=False)
+            _joined.notify_all()
 
 
 def _join(ctx: Context, record: FileRecord, claimed: list[Mapping[str, Any]] | None) -> ObjectInfo:
