@@ -150,7 +150,7 @@ class S3Connection:
             config=Config(
                 signature_version="s3v4",  # never SigV2: it does not sign Content-Length
                 s3={"addressing_style": "path" if self.endpoint_url else "virtual"},
-                retries={"mode": "standard", "max_attempts": timeouts.attempts},
+                retries={"mode": "standard", "total_max_attempts": timeouts.attempts},
                 connect_timeout=timeouts.connect,
                 read_timeout=timeouts.read,
             ),
