@@ -30,7 +30,7 @@ log = logging.getLogger("broker.storage.guard")
 
 RETRY_BACKOFF = 1.0
 """The longest wait botocore's standard retry mode makes before its first retry (seconds)."""
-BULKHEAD_WAIT = 0.25
+BULKHEAD_WAIT = 0.1
 """How long a call waits for a free storage slot before it answers 503 (absorbs bursts)."""
 
 
