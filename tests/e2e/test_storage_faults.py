@@ -27,8 +27,8 @@ pytestmark = pytest.mark.e2e
 
 BOUND = 3.0  # BROKER_STORAGE_TIMEOUT
 COOL_DOWN = 1.0  # BROKER_STORAGE_BREAKER_COOLDOWN
-SLACK = 1.5  # scheduling on two shared cores, the 0.25 s bulkhead wait, HTTP itself
-PROMPT = 1.0  # what a request that needs no storage may take meanwhile
+SLACK = 1.5  # scheduling on two shared cores, the 0.1 s bulkhead wait, HTTP itself
+PROMPT = 2.0  # what a request that needs no storage may take meanwhile (2 shared cores)
 
 
 @pytest.fixture
