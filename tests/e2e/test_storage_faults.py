@@ -26,7 +26,7 @@ from .fault_proxy import FaultProxy
 pytestmark = pytest.mark.e2e
 
 BOUND = 3.0  # BROKER_STORAGE_TIMEOUT
-COOL_DOWN = 1.0  # BROKER_STORAGE_BREAKER_COOLDOWN
+COOL_DOWN = 4.0  # BROKER_STORAGE_BREAKER_COOLDOWN (longer than the checks while it is open)
 SLACK = 1.5  # scheduling on two shared cores, the 0.1 s bulkhead wait, HTTP itself
 PROMPT = 2.0  # what a request that needs no storage may take meanwhile (2 shared cores)
 
@@ -48,6 +48,7 @@ def faulty(
         s3=bucket,
         BROKER_STORAGE_TIMEOUT=str(BOUND),
         BROKER_STORAGE_BREAKER_COOLDOWN=str(COOL_DOWN),
+        BROKER_STORAGE_BREAKER_FAILURES="3",
         **s3_env(proxy.endpoint, bucket.name),
     )
 
@@ -66,7 +67,7 @@ def put_pending(tenant: Tenant, content: bytes) -> dict[str, Any]:
     return file
 
 
-def retrying(call: Callable[[], httpx.Response], within: float = 10.0) -> httpx.Response:
+def retrying(call: Callable[[], httpx.Response], within: float = 15.0) -> httpx.Response:
     """What a client is told to do: retry a 503 after its Retry-After (each worker process
     finds storage up again on its own, after its breaker's cool-down)."""
     deadline = time.monotonic() + within
@@ -77,7 +78,7 @@ def retrying(call: Callable[[], httpx.Response], within: float = 10.0) -> httpx.
         time.sleep(min(float(response.headers.get("retry-after", "1")), 1.0))
 
 
-def recovered(server: BrokerServer, timeout: float = 10.0) -> float:
+def recovered(server: BrokerServer, timeout: float = 15.0) -> float:
     """Poll health until 200; the seconds it took."""
     started = time.monotonic()
     anonymous = server.client()
@@ -156,11 +157,16 @@ def test_black_holed_storage_answers_503_within_the_bound_and_listings_keep_answ
         f"{len(prompt)} listings/GETs meanwhile, slowest {max(prompt):.3f} s"
     )
 
-    # Storage known down (the breaker is open): 503 at once, with Retry-After.
-    response, took = timed(lambda: tenant.complete(pending[0]["id"]))
-    expect_error(response, 503, "storage.unavailable")
-    assert took < 0.5, f"an open breaker took {took:.2f} s"
-    assert "retry-after" in response.headers
+    # Storage known down (a worker's breaker is open): 503 at once, with Retry-After.
+    quick = []
+    for _ in range(4):
+        response, took = timed(lambda: tenant.complete(pending[0]["id"]))
+        expect_error(response, 503, "storage.unavailable")
+        assert took <= BOUND + SLACK
+        if took < 0.5:
+            quick.append(response)
+    assert quick, "no worker's circuit breaker opened"
+    assert all("retry-after" in response.headers for response in quick)
     assert listed_status(tenant, pending[0]["id"]) == "pending"  # nothing changed
 
     # The proxy forwards again: the same server recovers, nothing was lost.
