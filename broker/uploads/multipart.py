@@ -91,6 +91,10 @@ def _join(ctx: Context, record: FileRecord, claimed: list[Mapping[str, Any]] | N
     if claimed is not None:
         _check_claimed([p.number for p in planned], claimed, have)
     if not have:
+        # No part: nothing was sent yet, or another complete has just joined them all.
+        joined = ctx.storage.head(record.storage_key) if not stored else None
+        if joined is not None:
+            return joined
         raise BrokerError(
             "upload.not_received",
             f"Storage holds no part of file {record.id} yet; PUT the parts first.",
