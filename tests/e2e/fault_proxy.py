@@ -81,10 +81,15 @@ class FaultProxy:
                         upstream = None
                 elif upstream is None:
                     upstream = socket.create_connection(self.target, timeout=5)
-                ready, _, _ = select.select(
-                    [client] + ([upstream] if upstream else []), [], [], 0.05
-                )
-                for sock in ready:
+                # poll, not select: a long test session holds more than 1024 descriptors.
+                socks = {client.fileno(): client}
+                if upstream is not None:
+                    socks[upstream.fileno()] = upstream
+                poller = select.poll()
+                for fd in socks:
+                    poller.register(fd, select.POLLIN)
+                for fd, _ in poller.poll(50):
+                    sock = socks[fd]
                     data = sock.recv(65536)
                     if not data:
                         return  # one side closed: close both
@@ -93,7 +98,7 @@ class FaultProxy:
                             upstream.sendall(data)
                     else:
                         client.sendall(data)
-        except OSError:
+        except (OSError, ValueError):
             return
         finally:
             if upstream is not None:
