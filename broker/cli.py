@@ -250,6 +250,7 @@ def s3_setup(create_bucket: bool, abort_multipart_days: int) -> None:
         endpoint_url=settings.s3_endpoint_url,
         region=settings.s3_region,
         clock=time.time,
+        timeout=settings.storage_timeout,
     )
     try:
         done = setup(

@@ -84,6 +84,21 @@ class _Env:
             self.problems.append(f"{name}={value} must be at least {minimum}")
         return value
 
+    def number(self, name: str, default: float, minimum: float = 0) -> float:
+        """A decimal number (seconds) of at least ``minimum``."""
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            self.problems.append(f"{name}={raw!r} is not a number")
+            return default
+        if not value >= minimum or value == float("inf"):
+            self.problems.append(f"{name}={value} must be a finite number of at least {minimum}")
+            return default
+        return value
+
     def boolean(self, name: str, default: bool) -> bool:
         """``1/true/yes/on`` or ``0/false/no/off``."""
         raw = self.text(name)
@@ -169,6 +184,19 @@ class Settings:
     key_cache_ttl: int
     """Seconds a process trusts a verified API key before looking it up again (so a
     revocation takes effect everywhere within this time); 0 looks every request up."""
+    storage_timeout: float = 10.0
+    """``BROKER_STORAGE_TIMEOUT``: seconds one S3 operation may wait for an answer, every
+    attempt included (``storage/guard.py`` derives botocore's connect and read time-outs and
+    attempts from it); the health probe waits at most ``min(3, this / 2)``."""
+    storage_concurrency: int = 6
+    """``BROKER_STORAGE_CONCURRENCY``: S3 calls in flight at once per worker process (the
+    bulkhead); default ``BROKER_THREADS - 2`` (at least 1), so two threads always serve
+    requests that need no storage."""
+    storage_breaker_failures: int = 5
+    """``BROKER_STORAGE_BREAKER_FAILURES``: consecutive S3 failures that open the circuit."""
+    storage_breaker_cooldown: float = 5.0
+    """``BROKER_STORAGE_BREAKER_COOLDOWN``: seconds the open circuit answers 503 at once
+    before one call probes S3 again."""
 
     @property
     def is_sqlite(self) -> bool:
@@ -256,6 +284,16 @@ class Settings:
             "log_level": log_level,
             "key_cache_ttl": integer("BROKER_KEY_CACHE_TTL", 5, minimum=0),
             "db_timeout": integer("BROKER_DB_TIMEOUT", DB_TIMEOUT, minimum=1),
+            "storage_timeout": read.number("BROKER_STORAGE_TIMEOUT", 10.0, minimum=1.0),
+            "storage_concurrency": integer(
+                "BROKER_STORAGE_CONCURRENCY",
+                max(1, integer("BROKER_THREADS", 8, minimum=1) - 2),
+                minimum=1,
+            ),
+            "storage_breaker_failures": integer("BROKER_STORAGE_BREAKER_FAILURES", 5, minimum=1),
+            "storage_breaker_cooldown": read.number(
+                "BROKER_STORAGE_BREAKER_COOLDOWN", 5.0, minimum=0.1
+            ),
         }
         if settings["db_timeout"] > MAX_DB_TIMEOUT:  # type: ignore[operator]
             problems.append(f"BROKER_DB_TIMEOUT must be at most {MAX_DB_TIMEOUT} seconds")

@@ -28,6 +28,7 @@ ErrorCode = Literal[
     "upload.not_pending",
     "file.key_exists",
     "idempotency.in_progress",
+    "upload.in_progress",
     "request.too_large",
     "upload.size_exceeds_limit",
     "request.range_not_satisfiable",
@@ -65,6 +66,10 @@ CATALOGUE: Mapping[ErrorCode, tuple[int, str]] = {
     "upload.not_pending": (409, "The upload is no longer pending."),
     "file.key_exists": (409, "A file with this key already exists in the bucket."),
     "idempotency.in_progress": (409, "A request with this Idempotency-Key is still in progress."),
+    "upload.in_progress": (
+        409,
+        "Another request is joining this upload's parts right now; complete again shortly.",
+    ),
     "request.too_large": (413, "The request body is too large."),
     "upload.size_exceeds_limit": (413, "The declared size exceeds the bucket's limit."),
     "request.range_not_satisfiable": (416, "The requested range is outside the object."),
@@ -122,8 +127,14 @@ class UploadMismatch(BrokerError):
 class StorageUnavailable(BrokerError):
     """Storage (disk or S3) did not answer as it should; ``action`` says what was tried."""
 
-    def __init__(self, message: str | None = None, *, action: str | None = None) -> None:
-        super().__init__("storage.unavailable", message)
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        action: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__("storage.unavailable", message, headers=headers)
         self.action = action
 
 

@@ -4,6 +4,7 @@ fresh URLs. Every use case that answers a file builds it here."""
 from __future__ import annotations
 
 from .context import Context
+from .errors import BrokerError
 from .models import (
     FileRecord,
     FileView,
@@ -41,7 +42,13 @@ class FileViews:
         if record.upload_id is not None and self.ctx.multipart is not None:
             assert record.part_size is not None
             planned = plan(record.size, record.part_size)
-            stored = self.ctx.multipart.list_parts(record.storage_key, record.upload_id) or []
+            try:
+                stored = self.ctx.multipart.list_parts(record.storage_key, record.upload_id)
+            except BrokerError as busy:
+                if busy.code != "upload.in_progress":
+                    raise
+                return FileView(record=record, offset=0)  # being joined: shown as listed
+            stored = stored or []
             have = received(planned, stored)
             return FileView(
                 record=record,

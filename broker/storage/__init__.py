@@ -18,6 +18,7 @@ from .base import (
     Storage,
     StreamingStorage,
 )
+from .guard import StorageGuard, Timeouts
 from .local import LocalStorage
 from .s3 import S3Storage
 
@@ -34,7 +35,9 @@ __all__ = [
     "ScratchStorage",
     "SelfServedStorage",
     "Storage",
+    "StorageGuard",
     "StreamingStorage",
+    "Timeouts",
     "build_storage",
 ]
 
@@ -57,5 +60,11 @@ def build_storage(
             endpoint_url=settings.s3_endpoint_url,
             region=settings.s3_region,
             clock=clock,
+            timeout=settings.storage_timeout,
+            guard=StorageGuard(
+                limit=settings.storage_concurrency,
+                threshold=settings.storage_breaker_failures,
+                cool_down=settings.storage_breaker_cooldown,
+            ),
         )
     raise ConfigError(f"BROKER_STORAGE={settings.storage!r} needs its settings")

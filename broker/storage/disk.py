@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import re
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -87,15 +88,31 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class Busy(Exception):
+    """Another thread or process has held a directory's lock longer than we would wait."""
+
+
 @contextlib.contextmanager
-def locked(directory: Path) -> Iterator[None]:
+def locked(directory: Path, *, wait: float | None = None) -> Iterator[None]:
     """Serialise changes within one directory (across threads and processes).
 
+    ``wait``: give up with ``Busy`` after that many seconds (None waits as long as it takes).
     Raises FileNotFoundError when the directory is gone.
     """
     fd = os.open(directory, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        if wait is None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        else:
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise Busy(str(directory)) from None
+                    time.sleep(0.01)
         yield
     finally:
         os.close(fd)  # closing releases the lock
@@ -227,11 +244,13 @@ class Disk:
         content_type: str,
         sha256: str | None,
         stored_at: float,
+        upload_id: str | None = None,
     ) -> ObjectInfo:
         """Move a verified, fsynced temp file into place and swap the pointer to it atomically.
 
         The ETag is the SHA-256's first half when it is known, else the new blob's own
-        random id: either way it changes whenever the stored bytes do.
+        random id: either way it changes whenever the stored bytes do. ``upload_id`` names
+        the multipart upload whose parts were joined into it (kept in the pointer).
         """
         pointer_path = self.pointer_path(key)
         shard = pointer_path.parent
@@ -247,6 +266,8 @@ class Disk:
             "blob": blob_name,
             "stored_at": stored_at,
         }
+        if upload_id is not None:
+            pointer["upload_id"] = upload_id
         with locked(shard):
             os.rename(temp, shard / blob_name)
             previous = self.read_pointer(pointer_path)
@@ -269,16 +290,28 @@ class Disk:
         return directory
 
     @contextlib.contextmanager
-    def open_upload(self, key: str, upload_id: str) -> Iterator[Path | None]:
+    def open_upload(
+        self, key: str, upload_id: str, *, wait: float | None = None
+    ) -> Iterator[Path | None]:
         """The directory of an open upload of ``key``, locked; None when it is not open,
-        checked again under the lock (an abort or a completion may have won the race)."""
+        checked again under the lock (an abort or a completion may have won the race).
+
+        With ``wait``, a lock held longer (its parts being joined) is 409
+        ``upload.in_progress``.
+        """
         directory = self.upload_dir(key, upload_id)
         with contextlib.ExitStack() as stack:
             if directory is not None:
                 try:
-                    stack.enter_context(locked(directory))
+                    stack.enter_context(locked(directory, wait=wait))
                 except FileNotFoundError:  # removed since it was looked up
                     directory = None
+                except Busy:
+                    raise BrokerError(
+                        "upload.in_progress",
+                        "The upload's parts are being joined by another request; "
+                        "complete again shortly.",
+                    ) from None
             if directory is not None and not (directory / UPLOAD_META).exists():
                 directory = None
             yield directory

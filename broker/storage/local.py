@@ -49,6 +49,9 @@ from .disk import (
     write_durably,
 )
 
+JOIN_WAIT = 1.0
+"""Seconds a complete (or a listing of parts) waits for an upload another request holds;
+past it the answer is 409 ``upload.in_progress`` (a join of large parts takes longer)."""
 PUT_SALT = "broker.blob.put"
 GET_SALT = "broker.blob.get"
 
@@ -161,21 +164,31 @@ class LocalStorage:
 
     def list_parts(self, key: str, upload_id: str) -> list[StoredPart] | None:
         """The part files of an open upload, by number (None when it is not open)."""
-        with disk_errors("list an upload's parts"), self.disk.open_upload(key, upload_id) as found:
+        with (
+            disk_errors("list an upload's parts"),
+            self.disk.open_upload(key, upload_id, wait=JOIN_WAIT) as found,
+        ):
             return None if found is None else self.disk.parts(found)
 
     def finish_multipart(self, key: str, upload_id: str, parts: Sequence[StoredPart]) -> ObjectInfo:
-        """Stream the parts into one temp file (hashing), publish it, close the upload."""
+        """Stream the parts into one temp file (hashing), publish it, close the upload.
+
+        The upload's lock is held throughout: a concurrent complete waits ``JOIN_WAIT`` for
+        it, then answers 409 ``upload.in_progress``; one that finds the upload joined
+        already answers the object joined from it."""
         temp = self.disk.new_temp()
         try:
             with (
                 disk_errors("complete a multipart upload"),
-                self.disk.open_upload(key, upload_id) as directory,
+                self.disk.open_upload(key, upload_id, wait=JOIN_WAIT) as directory,
             ):
                 meta = (
                     None if directory is None else self.disk.read_pointer(directory / UPLOAD_META)
                 )
                 if directory is None or meta is None:
+                    joined = self.disk.read_pointer(self.disk.pointer_path(key))
+                    if joined is not None and joined.get("upload_id") == upload_id:
+                        return self.disk.info(joined)
                     raise BrokerError("upload.not_received", "The multipart upload is not open.")
                 listed = sum(part.size for part in parts)
                 digest, size = spool(join_parts(directory, parts), temp, limit=listed, hashed=True)
@@ -184,7 +197,12 @@ class LocalStorage:
                         "upload.part_missing", "A part is not stored with the length listed."
                     )
                 info = self._publish(
-                    key, temp, size=size, content_type=meta["content_type"], sha256=digest
+                    key,
+                    temp,
+                    size=size,
+                    content_type=meta["content_type"],
+                    sha256=digest,
+                    upload_id=upload_id,
                 )
                 shutil.rmtree(directory, ignore_errors=True)
                 return info
@@ -322,7 +340,14 @@ class LocalStorage:
             return None
 
     def _publish(
-        self, key: str, temp: Path, *, size: int, content_type: str, sha256: str | None
+        self,
+        key: str,
+        temp: Path,
+        *,
+        size: int,
+        content_type: str,
+        sha256: str | None,
+        upload_id: str | None = None,
     ) -> ObjectInfo:
         """Publish a verified temp file as the object (``Disk.publish``), guarded."""
         with disk_errors("publish an object"):
@@ -333,6 +358,7 @@ class LocalStorage:
                 content_type=content_type,
                 sha256=sha256,
                 stored_at=self._clock(),
+                upload_id=upload_id,
             )
 
     def _store_part(self, grant: PutGrant, temp: Path, digest: str | None) -> ObjectInfo:

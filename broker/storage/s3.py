@@ -25,6 +25,7 @@ from ..models import StoredPart, UploadInstructions
 from ..naming import content_disposition
 from ..parts import MAX_PART_SIZE
 from .base import HASH_CHUNK, Expected, ObjectInfo, OpenUpload, StoredObject
+from .guard import StorageGuard
 from .s3_connection import S3Connection, checksum_hex, error_code, is_missing
 
 _NO_UPLOAD = {"NoSuchUpload"}
@@ -38,10 +39,24 @@ class S3Storage:
     listing_page_size = 1000
     """Keys or uploads asked for per listing request (S3's own maximum)."""
 
-    def __init__(self, *, bucket: str, endpoint_url: str | None, region: str, clock: Clock) -> None:
+    def __init__(
+        self,
+        *,
+        bucket: str,
+        endpoint_url: str | None,
+        region: str,
+        clock: Clock,
+        timeout: float = 10.0,
+        guard: StorageGuard | None = None,
+    ) -> None:
         self.bucket = bucket
         self.connection = S3Connection(
-            bucket=bucket, endpoint_url=endpoint_url, region=region, clock=clock
+            bucket=bucket,
+            endpoint_url=endpoint_url,
+            region=region,
+            clock=clock,
+            timeout=timeout,
+            guard=guard,
         )
 
     @property
@@ -102,7 +117,10 @@ class S3Storage:
         )
 
     def iter_bytes(self, key: str) -> Iterator[bytes]:
-        """Stream the object in HASH_CHUNK pieces (bounded memory)."""
+        """Stream the object in HASH_CHUNK pieces (bounded memory).
+
+        Each read is its own guarded call: a slow reader of the stream holds no storage
+        slot between chunks."""
         with self.connection.errors("read an object"):
             try:
                 answer = self.client.get_object(Bucket=self.bucket, Key=key)
@@ -110,11 +128,17 @@ class S3Storage:
                 if is_missing(exc):
                     raise FileNotFoundError(key) from exc
                 raise
-            body = answer["Body"]
-            try:
-                yield from body.iter_chunks(HASH_CHUNK)
-            finally:
-                body.close()
+        body = answer["Body"]
+        try:
+            chunks = body.iter_chunks(HASH_CHUNK)
+            while True:
+                with self.connection.errors("read an object"):
+                    chunk = next(chunks, None)
+                if chunk is None:
+                    return
+                yield chunk
+        finally:
+            body.close()
 
     def delete(self, key: str) -> None:
         """DELETE is idempotent in S3: a missing key is not an error."""
@@ -126,9 +150,9 @@ class S3Storage:
                     raise
 
     def ping(self) -> None:
-        """HEAD the bucket."""
+        """HEAD the bucket, with the health probe's shorter time-outs."""
         with self.connection.errors("reach the bucket"):
-            self.client.head_bucket(Bucket=self.bucket)
+            self.connection.probe_client.head_bucket(Bucket=self.bucket)
 
     # -- MultipartStorage -------------------------------------------------------------------------
 
@@ -180,7 +204,11 @@ class S3Storage:
         return sorted(found, key=lambda part: part.part_number)
 
     def finish_multipart(self, key: str, upload_id: str, parts: Sequence[StoredPart]) -> ObjectInfo:
-        """CompleteMultipartUpload with storage's own ETags, then HEAD the object."""
+        """CompleteMultipartUpload with storage's own ETags, then HEAD the object.
+
+        An upload S3 no longer holds open was completed a moment ago by another request
+        (or aborted): the object, when S3 holds one, is the answer."""
+        closed = False
         with self.connection.errors("complete a multipart upload"):
             try:
                 self.client.complete_multipart_upload(
@@ -196,17 +224,17 @@ class S3Storage:
                 )
             except ClientError as exc:
                 code = error_code(exc)
-                if code in _NO_UPLOAD:
-                    raise BrokerError(
-                        "upload.not_received", "The multipart upload is not open."
-                    ) from None
                 if code in ("InvalidPart", "InvalidPartOrder", "EntityTooSmall"):
                     raise BrokerError(
                         "upload.part_missing", f"Storage refused the parts ({code})."
                     ) from None
-                raise
+                if code not in _NO_UPLOAD:
+                    raise
+                closed = True
         info = self.head(key)
         if info is None:
+            if closed:
+                raise BrokerError("upload.not_received", "The multipart upload is not open.")
             raise StorageUnavailable(
                 "The completed object is not readable.", action="complete a multipart upload"
             )

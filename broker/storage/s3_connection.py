@@ -1,9 +1,12 @@
 """One S3 bucket as boto3 reaches it: the lazy client, the fast presigner, and the one
 place where boto3's errors become the catalogue's.
 
-One boto3 client per process, built on first use (never at import, never before fork).
-A missing object is the caller's business (``is_missing``); anything else that means
-"S3 is not answering as it should" is ``StorageUnavailable``.
+One boto3 client per process, built on first use (never at import, never before fork),
+with time-outs and attempts bounded by ``BROKER_STORAGE_TIMEOUT`` (``guard.Timeouts``), and
+a second one with shorter ones for the health probe. Every call runs in ``errors``, inside
+the process's ``StorageGuard`` (bulkhead and circuit breaker). A missing object is the
+caller's business (``is_missing``); anything else that means "S3 is not answering as it
+should" is ``StorageUnavailable``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ..config import Clock
 from ..errors import StorageUnavailable
+from .guard import StorageGuard, Timeouts
 from .sigv4 import Credentials, Presigner
 
 log = logging.getLogger("broker.storage.s3")
@@ -34,14 +38,27 @@ _MISSING = {"404", "NoSuchKey", "NotFound"}
 class S3Connection:
     """A bucket, the process's boto3 client for it and the presigner on its endpoint."""
 
-    def __init__(self, *, bucket: str, endpoint_url: str | None, region: str, clock: Clock) -> None:
+    def __init__(
+        self,
+        *,
+        bucket: str,
+        endpoint_url: str | None,
+        region: str,
+        clock: Clock,
+        timeout: float = 10.0,
+        guard: StorageGuard | None = None,
+    ) -> None:
         self.bucket = bucket
         self.endpoint_url = endpoint_url
         self.region = region
+        self.timeouts = Timeouts.within(timeout)
+        self.probe_timeouts = Timeouts.probe(timeout)
+        self.guard = guard or StorageGuard(limit=6, threshold=5, cool_down=5.0)
         self._clock = clock
         self._lock = threading.Lock()
         self._session: boto3.session.Session | None = None
         self._client: Any = None
+        self._probe_client: Any = None
         self._presigner: Presigner | None = None
 
     @property
@@ -50,6 +67,13 @@ class S3Connection:
         if self._client is None:
             self._build()
         return self._client
+
+    @property
+    def probe_client(self) -> Any:
+        """A client with the health probe's shorter time-outs and a single attempt."""
+        if self._probe_client is None:
+            self._build()
+        return self._probe_client
 
     def signing(self) -> tuple[Presigner, Credentials, int]:
         """The presigner, fresh credentials and the clock's whole seconds, to sign a URL."""
@@ -66,37 +90,38 @@ class S3Connection:
 
     @contextmanager
     def errors(self, action: str) -> Iterator[None]:
-        """Translate boto3's errors into the catalogue at this boundary."""
-        try:
-            yield
-        except ClientError as exc:
-            code = error_code(exc)
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            log.warning("S3 %s failed: %s (%s)", action, code, status)
-            raise StorageUnavailable(
-                f"Storage refused to {action} ({code or status}).", action=action
-            ) from exc
-        except BotoCoreError as exc:
-            log.warning("S3 %s failed: %s", action, exc)
-            raise StorageUnavailable(f"Storage did not answer ({action}).", action=action) from exc
+        """Run one storage call inside the guard (503 at once while storage is known down
+        or too many calls wait for it), and translate boto3's errors into the catalogue.
+
+        No answer (a time-out, a refused or reset connection) and 5xx answers count as
+        storage failing, for the circuit breaker; any other answer counts as storage up.
+        """
+        with self.guard.call(action) as failed:
+            try:
+                yield
+            except ClientError as exc:
+                code = error_code(exc)
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+                log.warning("S3 %s failed: %s (%s)", action, code, status)
+                if not 0 < status < 500:
+                    failed()
+                raise StorageUnavailable(
+                    f"Storage refused to {action} ({code or status}).", action=action
+                ) from exc
+            except BotoCoreError as exc:
+                log.warning("S3 %s failed: %s", action, exc)
+                failed()
+                raise StorageUnavailable(
+                    f"Storage did not answer ({action}).", action=action
+                ) from exc
 
     def _build(self) -> None:
         with self._lock:
             if self._client is not None:
                 return
             session = boto3.session.Session()
-            client = session.client(
-                "s3",
-                endpoint_url=self.endpoint_url,
-                region_name=self.region,
-                config=Config(
-                    signature_version="s3v4",  # never SigV2: it does not sign Content-Length
-                    s3={"addressing_style": "path" if self.endpoint_url else "virtual"},
-                    retries={"mode": "standard", "max_attempts": 3},
-                    connect_timeout=5,
-                    read_timeout=60,
-                ),
-            )
+            client = self._new_client(session, self.timeouts)
+            self._probe_client = self._new_client(session, self.probe_timeouts)
             # Let botocore resolve the endpoint once (scheme, host, addressing style); the
             # fast presigner then builds URLs on exactly that base.
             probe = urlsplit(
@@ -115,6 +140,21 @@ class S3Connection:
             )
             self._session = session
             self._client = client
+
+    def _new_client(self, session: boto3.session.Session, timeouts: Timeouts) -> Any:
+        """A boto3 S3 client on this endpoint with these time-outs and attempts."""
+        return session.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name=self.region,
+            config=Config(
+                signature_version="s3v4",  # never SigV2: it does not sign Content-Length
+                s3={"addressing_style": "path" if self.endpoint_url else "virtual"},
+                retries={"mode": "standard", "total_max_attempts": timeouts.attempts},
+                connect_timeout=timeouts.connect,
+                read_timeout=timeouts.read,
+            ),
+        )
 
 
 def error_code(exc: ClientError) -> str:

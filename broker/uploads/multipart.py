@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -14,6 +16,17 @@ from ..parts import missing, numbers_text, plan, received
 from ..storage.base import ObjectInfo
 from ..views import UseCase
 
+JOIN_WAIT = 1.0
+"""Seconds a complete waits for another request of this process to finish joining the same
+upload before it answers 409 ``upload.in_progress``."""
+
+_RECENT = 1024
+"""Joined uploads whose object this process remembers, for completes that waited."""
+
+_joining: set[str] = set()
+_recent: OrderedDict[str, ObjectInfo] = OrderedDict()
+_joined = threading.Condition()
+
 
 def join_parts(
     ctx: Context, record: FileRecord, claimed: list[Mapping[str, Any]] | None
@@ -25,7 +38,41 @@ def join_parts(
     not received (absent, of another length, or not the copy the client names) answers
     422 ``upload.part_missing`` with ``details.missing_parts``. Either way nothing is
     joined and the file stays pending: the client sends those parts and completes again.
+
+    One join of an upload at a time in this process: another complete waits up to
+    JOIN_WAIT for it and answers the object it joined, else 409 ``upload.in_progress``
+    rather than hold a thread longer. Across processes storage decides (the embedded
+    store's upload lock, S3's own completion); a complete that finds the upload joined
+    already answers the object joined from it.
     """
+    upload_id = record.upload_id
+    assert upload_id is not None
+    with _joined:
+        if not _joined.wait_for(lambda: upload_id not in _joining, timeout=JOIN_WAIT):
+            raise BrokerError(
+                "upload.in_progress",
+                "Another request is joining this upload's parts; complete again shortly.",
+            )
+        done = _recent.get(upload_id)
+        if done is not None:
+            return done
+        _joining.add(upload_id)
+    info: ObjectInfo | None = None
+    try:
+        info = _join(ctx, record, claimed)
+        return info
+    finally:
+        with _joined:
+            _joining.discard(upload_id)
+            if info is not None:
+                _recent[upload_id] = info
+                while len(_recent) > _RECENT:
+                    _recent.popitem(last=False)
+            _joined.notify_all()
+
+
+def _join(ctx: Context, record: FileRecord, claimed: list[Mapping[str, Any]] | None) -> ObjectInfo:
+    """``join_parts``, once this process holds the upload."""
     assert record.upload_id is not None
     assert record.part_size is not None
     assert ctx.multipart is not None
@@ -44,6 +91,10 @@ def join_parts(
     if claimed is not None:
         _check_claimed([p.number for p in planned], claimed, have)
     if not have:
+        # No part: nothing was sent yet, or another complete has just joined them all.
+        joined = ctx.storage.head(record.storage_key) if not stored else None
+        if joined is not None:
+            return joined
         raise BrokerError(
             "upload.not_received",
             f"Storage holds no part of file {record.id} yet; PUT the parts first.",
