@@ -14,16 +14,20 @@ from werkzeug.routing import Rule
 from . import __version__
 from .api.operations import Operation, operation_of
 from .errors import CATALOGUE
-from .schemas import ErrorSchema
+from .schemas import HEADERS, ErrorSchema
 
 _JSON = "application/json"
 _ARGUMENT = re.compile(r"<(?:(\w+):)?(\w+)>")
 _UNDOCUMENTED = {"static"}
 
 
+_ANY_ROUTE = (500,)
+"""What any route may answer besides its own statuses: ``internal`` (a bug)."""
+
+
 def _errors(statuses: tuple[int, ...]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for status in statuses:
+    for status in sorted({*statuses, *_ANY_ROUTE}):
         codes = sorted(code for code, (s, _) in CATALOGUE.items() if s == status)
         out[str(status)] = {
             "description": "Error: " + ", ".join(codes),
@@ -48,32 +52,46 @@ def _path(rule: Rule) -> tuple[str, list[dict[str, Any]]]:
     return _ARGUMENT.sub(r"{\2}", rule.rule), parameters
 
 
+def _produced(content_type: str) -> dict[str, Any]:
+    """The schema of a success answer a view renders itself."""
+    if content_type == _JSON:
+        return {"type": "object"}
+    return {"type": "string", "format": "binary"}
+
+
+def _head(get: dict[str, Any]) -> dict[str, Any]:
+    """A GET's operation as HEAD: the same statuses and headers, no body."""
+    responses = {s: {"description": r["description"]} for s, r in get["responses"].items()}
+    return {**get, "summary": "HEAD: " + get["summary"], "responses": responses}
+
+
 def _operation(op: Operation, path_parameters: list[dict[str, Any]]) -> dict[str, Any]:
     status, schema = op.response
     success: dict[str, Any] = {"description": op.summary}
     if schema is not None:
         success["content"] = {_JSON: {"schema": schema}}
     elif op.produces:
-        success["content"] = {op.produces: {"schema": {"type": "string", "format": "binary"}}}
+        success["content"] = {op.produces: {"schema": _produced(op.produces)}}
+    responses: dict[str, Any] = {str(status): success}
+    for other, description in op.also:
+        answer: dict[str, Any] = {"description": description}
+        if other == 206 and op.produces:
+            answer["content"] = {op.produces: {"schema": _produced(op.produces)}}
+        responses[str(other)] = answer
     document: dict[str, Any] = {
         "summary": op.summary,
         "operationId": None,
-        "responses": {
-            str(status): success,
-            **_errors(op.errors),
-            "default": {
-                "description": "Any route: method.not_allowed (405), rate_limited (429), "
-                "internal (500), in the same envelope",
-                "content": {_JSON: {"schema": ErrorSchema}},
-            },
-        },
+        "responses": {**responses, **_errors(op.errors)},
     }
     if op.description:
         document["description"] = op.description
     parameters = list(path_parameters)
     if op.query is not None:
         parameters.append({"in": "query", "schema": op.query})
-    parameters += [{"name": h, "in": "header", "schema": {"type": "string"}} for h in op.headers]
+    parameters += [
+        {"name": h, "in": "header", "schema": HEADERS.get(h, {"type": "string"})}
+        for h in op.headers
+    ]
     if parameters:
         document["parameters"] = parameters
     if op.body is not None:
@@ -98,7 +116,8 @@ def document(app: Flask) -> dict[str, Any]:
         plugins=[MarshmallowPlugin()],
         info={
             "description": "Signed upload and download URLs for files in an embedded "
-            "blob store or S3. Errors use one envelope."
+            "blob store or S3. Errors use one envelope. A method a path does not list is "
+            "405 method.not_allowed."
         },
     )
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
@@ -117,6 +136,10 @@ def document(app: Flask) -> dict[str, Any]:
             operation = _operation(op, path_parameters)
             operation["operationId"] = rule.endpoint.replace(".", "_")
             paths.setdefault(path, {})[method.lower()] = operation
+            if method == "GET" and op.head:
+                head = _head(operation)
+                head["operationId"] = operation["operationId"] + "_head"
+                paths[path]["head"] = head
     for path, operations in paths.items():
         spec.path(path=path, operations=operations)
     return spec.to_dict()
