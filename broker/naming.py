@@ -13,10 +13,12 @@ ASCII key this long fits (the storage key's UTF-8 bytes are checked at declare t
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MIME_PATTERN = (
     r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
-    r"(?:[ \t]*;[ \t]*[A-Za-z0-9!#$&^_.+-]+=(?:\"[^\"\x00-\x1f]*\"|[A-Za-z0-9!#$&^_.+-]+))*$"
+    r"(?:[ \t]*;[ \t]*[A-Za-z0-9!#$&^_.+-]+=(?:\"[ !#-~]*\"|[A-Za-z0-9!#$&^_.+-]+))*$"
 )
 """``type/subtype[; param=value]``: one pattern for the check here and the OpenAPI document
-(ECMA-262 and Python alike: ASCII classes, no case-folding flag, spaces and tabs only)."""
+(ECMA-262 and Python alike: ASCII classes, no case-folding flag, spaces and tabs only).
+Quoted parameter values are printable ASCII: the type is sent back in a Content-Type
+header, which HTTP/1.1 servers encode as ISO-8859-1 at most."""
 _MIME_RE = re.compile(MIME_PATTERN)
 _ACTIVE_TYPES = (
     "text/html",

@@ -16,11 +16,15 @@ from marshmallow import (
 )
 
 from .config import NAME_RE
+from .ids import CURSOR_PATTERN
 from .models import Scope, Status
 from .naming import MAX_DECLARED_KEY, MIME_PATTERN, is_valid_mime_type, normalise_mime_type
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_METADATA_ENTRIES = 32
+MAX_PREFIX = 512
+"""Characters of a listing's ``prefix``: even percent-encoded 4-byte characters (12 bytes
+each) keep the request line within gunicorn's 8,190 bytes."""
 
 
 _BIDI = re.compile("[\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]")
@@ -101,9 +105,20 @@ def _name(**kwargs: Any) -> fields.String:
     return _text(FullMatch(NAME_RE, error="Use 1-63 of a-z, 0-9, '-', '_'."), **kwargs)
 
 
+_PLAIN_TEXT = "^[^\\x00-\\x1f\\x7f]*$"
+_NAME_TEXT = "^[^\\x00-\\x1f\\x7f\\u200e\\u200f\\u061c\\u202a-\\u202e\\u2066-\\u2069]*$"
+"""The control and bidi checks as ECMA-262 patterns, for the document."""
+
+
 def _file_name(**kwargs: Any) -> fields.String:
     """A file's display name: what a download's Content-Disposition will say."""
-    return _text(validate.Length(min=1, max=255), _no_control_chars, _no_bidi, **kwargs)
+    return _text(
+        validate.Length(min=1, max=255),
+        _no_control_chars,
+        _no_bidi,
+        metadata={"pattern": _NAME_TEXT, **kwargs.pop("metadata", {})},
+        **kwargs,
+    )
 
 
 def _mime(**kwargs: Any) -> fields.String:
@@ -170,7 +185,11 @@ class FileCreateSchema(StrictSchema):
     key = _key()
     sha256 = _text(_SHA256, allow_none=True)
     metadata = fields.Dict(
-        keys=_text(validate.Length(min=1, max=MAX_METADATA_KEY), _no_control_chars),
+        keys=_text(
+            validate.Length(min=1, max=MAX_METADATA_KEY),
+            _no_control_chars,
+            metadata={"pattern": _PLAIN_TEXT},
+        ),
         values=_text(validate.Length(max=MAX_METADATA_VALUE)),
         load_default=dict,
         validate=_metadata,
@@ -203,7 +222,8 @@ class FormUploadSchema(StrictSchema):
     key = _key()
     sha256 = _text(_SHA256)
     file = fields.Raw(
-        metadata={"type": "string", "format": "binary", "description": "The bytes; last field."}
+        required=True,
+        metadata={"type": "string", "format": "binary", "description": "The bytes; last field."},
     )
 
     @post_load
@@ -242,8 +262,15 @@ class ListQuerySchema(Schema):
         unknown = EXCLUDE
 
     limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
-    after = _text()
-    prefix = _text(validate.Length(max=1024))
+    after = _text(
+        FullMatch(CURSOR_PATTERN, error="Not a cursor this API returned."),
+        validate.Length(min=2),
+        metadata={"description": "A page's next_cursor."},
+    )
+    prefix = _text(
+        validate.Length(max=MAX_PREFIX),
+        metadata={"description": "Keys starting with it (a longer prefix is 422)."},
+    )
     status = _text(validate.OneOf([s.value for s in Status]))
 
 
@@ -251,7 +278,12 @@ class KeyCreateSchema(StrictSchema):
     """Body of ``POST /v1/keys``."""
 
     tenant = _name(required=True)
-    name = _text(validate.Length(min=1, max=255), _no_control_chars, _no_bidi)
+    name = _text(
+        validate.Length(min=1, max=255),
+        _no_control_chars,
+        _no_bidi,
+        metadata={"pattern": _NAME_TEXT},
+    )
     scopes = fields.List(
         _text(validate.OneOf([s.value for s in Scope])),
         validate=validate.Length(min=1),
@@ -266,6 +298,12 @@ class KeyListQuerySchema(Schema):
 
     tenant = _name()
 
+
+PATH_PARAMETERS: dict[str, dict[str, Any]] = {
+    "bucket": {"type": "string", "pattern": NAME_RE.pattern},
+    "key": {"type": "string", "minLength": 1, "pattern": KEY_PATTERN},
+}
+"""Path parameters' schemas, for the document (``Context.bucket``/``key`` check them)."""
 
 HEADERS: dict[str, dict[str, Any]] = {
     "Idempotency-Key": {"type": "string", "minLength": 1, "maxLength": 255},

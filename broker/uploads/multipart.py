@@ -70,8 +70,10 @@ def _check_claimed(
     numbers = [int(part["part_number"]) for part in claimed]
     unknown = sorted(set(numbers) - set(planned))
     if unknown:
-        raise validation_error(
-            {"parts": f"Parts are 1-{len(planned)}; not {numbers_text(unknown)}."}
+        raise BrokerError(
+            "upload.parts_mismatch",
+            f"This file's parts are 1-{len(planned)}; not {numbers_text(unknown)}.",
+            details={"parts": [f"Not in this file's plan: {numbers_text(unknown)}."]},
         )
     if len(set(numbers)) != len(numbers):
         raise validation_error({"parts": "Each part number may appear once."})
@@ -113,7 +115,7 @@ class PartReissue(UseCase):
                 "upload.not_pending", f"File {record.id} is {record.status.value}, not pending."
             )
         if record.part_size is None or record.upload_id is None or ctx.multipart is None:
-            raise validation_error({"part_numbers": "This file is not uploaded in parts."})
+            raise BrokerError("upload.not_multipart", "This file is not uploaded in parts.")
         planned = plan(record.size, record.part_size)
         stored = ctx.multipart.list_parts(record.storage_key, record.upload_id)
         if stored is None:
@@ -126,8 +128,12 @@ class PartReissue(UseCase):
         else:
             unknown = sorted(set(part_numbers) - {p.number for p in planned})
             if unknown:
-                raise validation_error(
-                    {"part_numbers": f"Parts are 1-{len(planned)}; not {numbers_text(unknown)}."}
+                raise BrokerError(
+                    "upload.parts_mismatch",
+                    f"This file's parts are 1-{len(planned)}; not {numbers_text(unknown)}.",
+                    details={
+                        "part_numbers": [f"Not in this file's plan: {numbers_text(unknown)}."]
+                    },
                 )
         now = ctx.now()
         ttl = min(expires_in or ctx.settings.upload_ttl, ctx.policy_of(record).max_url_ttl)

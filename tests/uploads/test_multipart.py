@@ -235,8 +235,8 @@ def test_a_wrong_etag_is_refused(mp: Harness) -> None:
     assert reply.json["error"]["details"] == {"missing_parts": [2]}
     assert not _stored(mp, created)
     bad_number = _complete(mp, acme, created["id"], [*received, {"part_number": 9, "etag": "x"}])
-    assert bad_number.status_code == 422
-    assert bad_number.json["error"]["code"] == "validation.failed"
+    assert bad_number.status_code == 409  # valid, but not a part of this file's plan
+    assert bad_number.json["error"]["code"] == "upload.parts_mismatch"
 
 
 def test_a_part_of_another_length_is_not_received(mp: Harness) -> None:
@@ -330,13 +330,14 @@ def test_reissue_is_for_pending_multipart_files_of_the_tenant(mp: Harness) -> No
     acme, other = mp.key("acme"), mp.key("other")
     single = mp.declare(acme, size=5)
     reply = mp.client.post(f"/v1/files/{single['id']}/parts", json={}, headers=acme)
-    assert reply.status_code == 422
+    assert reply.status_code == 409
+    assert reply.json["error"]["code"] == "upload.not_multipart"
     multi = mp.declare(acme, name="x", size=PART + 1)
     hidden = mp.client.post(f"/v1/files/{multi['id']}/parts", json={}, headers=other)
     assert hidden.status_code == 404
     bad = mp.client.post(f"/v1/files/{multi['id']}/parts", json={"part_numbers": [3]}, headers=acme)
-    assert bad.status_code == 422
-    assert bad.json["error"]["code"] == "validation.failed"
+    assert bad.status_code == 409
+    assert bad.json["error"]["code"] == "upload.parts_mismatch"
     reader = mp.key("acme", scopes=["files:read"])
     denied = mp.client.post(f"/v1/files/{multi['id']}/parts", json={}, headers=reader)
     assert denied.status_code == 403
