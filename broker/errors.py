@@ -81,7 +81,7 @@ CATALOGUE: Mapping[ErrorCode, tuple[int, str]] = {
     "upload.size_mismatch": (422, "The stored size differs from the declared size."),
     "upload.type_mismatch": (422, "The stored content type differs from the declared type."),
     "upload.checksum_mismatch": (422, "The stored SHA-256 differs from the declared checksum."),
-    "upload.part_missing": (422, "A part of the multipart upload is not in storage."),
+    "upload.part_missing": (409, "A part of the multipart upload is not in storage."),
     "upload.expired": (409, "The upload expired before it was completed; declare it again."),
     "upload.mime_type_not_allowed": (422, "The bucket does not accept this MIME type."),
     "key.invalid": (422, "The object key is not allowed."),

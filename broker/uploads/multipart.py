@@ -23,7 +23,7 @@ def join_parts(
 
     Nothing received yet answers 409 ``upload.not_received``, as for a single PUT. A part
     not received (absent, of another length, or not the copy the client names) answers
-    422 ``upload.part_missing`` with ``details.missing_parts``. Either way nothing is
+    409 ``upload.part_missing`` with ``details.missing_parts``. Either way nothing is
     joined and the file stays pending: the client sends those parts and completes again.
     """
     assert record.upload_id is not None
