@@ -177,7 +177,17 @@ def document(app: Flask) -> dict[str, Any]:
         spec.path(path=path, operations=operations)
     out = spec.to_dict()
     _bucket_limits(out, app)
+    _empty_is_not_multipart(out)
     return out
+
+
+def _empty_is_not_multipart(out: dict[str, Any]) -> None:
+    """``admission.admit``'s one rule across two fields: an empty file cannot go in parts
+    (422 validation.failed on ``multipart``)."""
+    out["components"]["schemas"]["FileCreate"]["not"] = {
+        "required": ["size", "multipart"],
+        "properties": {"size": {"maximum": 0}, "multipart": {"enum": [True]}},
+    }
 
 
 def _bucket_limits(out: dict[str, Any], app: Flask) -> None:
