@@ -10,7 +10,7 @@ from .db import MetadataStore
 from .errors import BrokerError
 from .links import DownloadLinks
 from .models import FileRecord, Principal
-from .naming import InvalidKey, normalise_key
+from .naming import MAX_DECLARED_KEY, MAX_KEY_BYTES, InvalidKey, normalise_key
 from .storage.base import MultipartStorage, Storage, StreamingStorage
 
 
@@ -70,14 +70,27 @@ class Context:
         return record
 
     @staticmethod
-    def key(raw: str) -> str:
-        """A client's key normalised against traversal (422 ``key.invalid``)."""
+    def key(raw: str, *, namespace: str | None = None) -> str:
+        """A client's key normalised against traversal (422 ``key.invalid``); with the
+        ``namespace`` it is stored under (``{tenant}/{bucket}``), also refused when the
+        storage key would be over S3's 1,024 UTF-8 bytes (storage could never hold it)."""
         try:
-            return normalise_key(raw)
+            key = normalise_key(raw)
+            if namespace is not None and len(key) > MAX_DECLARED_KEY:
+                raise InvalidKey(f"the key is longer than {MAX_DECLARED_KEY} characters")
+            if (
+                namespace is not None
+                and len(namespace.encode()) + 1 + len(key.encode()) > MAX_KEY_BYTES
+            ):
+                raise InvalidKey(
+                    f"the storage key '{namespace}/<key>' would be longer than "
+                    f"{MAX_KEY_BYTES} UTF-8 bytes"
+                )
         except InvalidKey as exc:
             raise BrokerError(
                 "key.invalid", f"Invalid key: {exc}.", details={"key": [str(exc)]}
             ) from None
+        return key
 
     # -- storage actions more than one use case takes ----------------------------------------
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass, replace
 
 from .auth import require
 from .config import BucketPolicy
-from .errors import BrokerError, validation_error
-from .ids import decode_cursor, encode_cursor
+from .errors import BrokerError
+from .ids import cursor_position, encode_cursor
 from .models import FileRecord, FileView, Principal, Scope, Status
 from .views import UseCase
 
@@ -56,11 +56,7 @@ class Files(UseCase):
         """A page of the tenant's files in a bucket, newest first, by keyset cursor."""
         require(principal, Scope.FILES_READ)
         self.ctx.bucket(bucket)
-        after_id = None
-        if after is not None:
-            after_id = decode_cursor(after)
-            if after_id is None:
-                raise validation_error({"after": "Not a cursor this API returned."})
+        after_id = None if after is None else cursor_position(after)
         records = self.ctx.store.list_files(
             principal.tenant,
             bucket,

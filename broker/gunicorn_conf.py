@@ -7,13 +7,18 @@ bodies, so a slow multi-minute PUT is not killed by ``timeout`` the way a sync w
 from __future__ import annotations
 
 import ctypes
+import json
 import os
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import gunicorn.util
+
 from broker.config import ServerSettings
+from broker.errors import CATALOGUE, ErrorCode
 
 # Every value comes from config.py, which validates it (a bad one stops start-up there).
 _server = ServerSettings.from_env(os.environ)
@@ -36,6 +41,36 @@ if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
     shutil.rmtree(_metrics_dir, ignore_errors=True)
     _metrics_dir.mkdir(parents=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_metrics_dir)
+
+
+_FRAMING_CODES: dict[int, ErrorCode] = {
+    400: "request.malformed",
+    414: "request.uri_too_long",
+    431: "request.headers_too_large",
+}
+
+
+def write_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's own refusals (a request it cannot frame: 400, 414, 431, ...) in the
+    contract's envelope instead of its HTML page. The app never sees these requests, so
+    the request id is new; gunicorn's message (echoing the request) is not repeated."""
+    code: ErrorCode = _FRAMING_CODES.get(status_int) or (
+        "internal" if status_int >= 500 else "request.malformed"
+    )
+    request_id = f"req_{secrets.token_hex(12)}"
+    error = {"code": code, "message": CATALOGUE[code][1], "details": {}}
+    body = json.dumps({"error": error, "request_id": request_id}).encode()
+    head = (
+        f"HTTP/1.1 {int(status_int)} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        f"X-Request-Id: {request_id}\r\n\r\n"
+    )
+    gunicorn.util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+# Workers call ``gunicorn.util.write_error`` by its module attribute: every worker forked
+# from this master answers framing errors with ours.
+gunicorn.util.write_error = write_error
 
 
 def on_starting(server: Any) -> None:

@@ -47,6 +47,24 @@ def encode_cursor(last_id: str) -> str:
     return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
 
 
+CURSOR_PATTERN = r"^(?:[A-Za-z0-9_-]{4}){0,32}(?:[A-Za-z0-9_-]{2,3})?$"
+"""Unpadded URL-safe base64 of at most 99 bytes (ECMA-262 and Python alike)."""
+
+
+def cursor_position(cursor: str) -> str:
+    """Where a listing resumes: the id in a cursor this API made, else the cursor's
+    letters, digits and '_' (any well-formed cursor is a position in the id order; a
+    malformed one was refused by the schema's pattern)."""
+    found = decode_cursor(cursor)
+    if found is not None:
+        return found
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+    except (binascii.Error, ValueError):
+        raw = cursor.encode()
+    return "".join(c for c in raw.decode("ascii", "ignore") if c.isalnum() or c == "_")
+
+
 def decode_cursor(cursor: str) -> str | None:
     """The id inside a cursor, or None when the cursor was not made by encode_cursor."""
     try:

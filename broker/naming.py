@@ -7,12 +7,19 @@ import unicodedata
 from urllib.parse import quote
 
 MAX_KEY_BYTES = 1024  # the S3 limit, so a key valid here is valid everywhere
+MAX_DECLARED_KEY = MAX_KEY_BYTES - 2 * (63 + 1)
+"""Characters of a declared key: S3's limit less the longest ``{tenant}/{bucket}/``, so any
+ASCII key this long fits (the storage key's UTF-8 bytes are checked at declare too)."""
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_MIME_RE = re.compile(
-    r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}"
-    r"(\s*;\s*[a-z0-9!#$&^_.+-]+=(\"[^\"\x00-\x1f]*\"|[a-z0-9!#$&^_.+-]+))*$",
-    re.IGNORECASE,
+MIME_PATTERN = (
+    r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
+    r"(?:[ \t]*;[ \t]*[A-Za-z0-9!#$&^_.+-]+=(?:\"[ !#-~]*\"|[A-Za-z0-9!#$&^_.+-]+))*$"
 )
+"""``type/subtype[; param=value]``: one pattern for the check here and the OpenAPI document
+(ECMA-262 and Python alike: ASCII classes, no case-folding flag, spaces and tabs only).
+Quoted parameter values are printable ASCII: the type is sent back in a Content-Type
+header, which HTTP/1.1 servers encode as ISO-8859-1 at most."""
+_MIME_RE = re.compile(MIME_PATTERN)
 _ACTIVE_TYPES = (
     "text/html",
     "application/xhtml+xml",
@@ -80,12 +87,14 @@ def display_name(name: str) -> str:
     return re.split(r"[\\/]", name)[-1] or "download"
 
 
-def key_from_name(prefix: str, name: str) -> str:
-    """A generated, collision-free key that still reads well: ``<unique>/<file name>``."""
+def key_from_name(prefix: str, name: str, *, max_bytes: int = MAX_KEY_BYTES) -> str:
+    """A generated, collision-free key that still reads well: ``<unique>/<file name>``
+    (just ``<unique>`` when that is not a valid key or is over ``max_bytes`` UTF-8 bytes)."""
     try:
-        return normalise_key(f"{prefix}/{display_name(name)}")
+        key = normalise_key(f"{prefix}/{display_name(name)}")
     except InvalidKey:
         return prefix
+    return key if len(key.encode("utf-8")) <= max_bytes else prefix
 
 
 def content_disposition(filename: str, *, attachment: bool) -> str:

@@ -9,21 +9,31 @@ from typing import Any
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask
+from marshmallow import fields
 from werkzeug.routing import Rule
 
 from . import __version__
 from .api.operations import Operation, operation_of
 from .errors import CATALOGUE
-from .schemas import ErrorSchema
+from .schemas import HEADERS, PATH_PARAMETERS, ErrorSchema, FileSchema
 
 _JSON = "application/json"
 _ARGUMENT = re.compile(r"<(?:(\w+):)?(\w+)>")
 _UNDOCUMENTED = {"static"}
 
 
+_ANY_ROUTE = (400, 414, 431, 500)
+"""What any route may answer besides its own statuses: gunicorn's refusals of a request it
+cannot frame (malformed, request line or headers too long: ``gunicorn_conf`` answers them
+in the envelope) and ``internal`` (a bug)."""
+_LINKED = {"file_id": "$response.body#/id", "bucket": "$response.body#/bucket",
+           "key": "$response.body#/key"}  # fmt: skip
+"""Path parameters a file answer gives values for (OpenAPI links, for clients and tools)."""
+
+
 def _errors(statuses: tuple[int, ...]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for status in statuses:
+    for status in sorted({*statuses, *_ANY_ROUTE}):
         codes = sorted(code for code, (s, _) in CATALOGUE.items() if s == status)
         out[str(status)] = {
             "description": "Error: " + ", ".join(codes),
@@ -40,12 +50,34 @@ def _path(rule: Rule) -> tuple[str, list[dict[str, Any]]]:
             "name": name,
             "in": "path",
             "required": True,
-            "schema": {"type": "string"},
+            "schema": PATH_PARAMETERS.get(name, {"type": "string"}),
         }
         if converter == "path":
             parameter["description"] = "May contain '/'."
         parameters.append(parameter)
     return _ARGUMENT.sub(r"{\2}", rule.rule), parameters
+
+
+def _property_names(converter: Any, field: Any, **_: Any) -> dict[str, Any]:
+    """A dict field's key rules as ``propertyNames`` (apispec exports only its values)."""
+    if isinstance(field, fields.Dict) and field.key_field is not None:
+        names: dict[str, Any] = converter.field2property(field.key_field)
+        if set(names) - {"type"}:
+            return {"propertyNames": names}
+    return {}
+
+
+def _produced(content_type: str) -> dict[str, Any]:
+    """The schema of a success answer a view renders itself."""
+    if content_type == _JSON:
+        return {"type": "object"}
+    return {"type": "string", "format": "binary"}
+
+
+def _head(get: dict[str, Any]) -> dict[str, Any]:
+    """A GET's operation as HEAD: the same statuses and headers, no body."""
+    responses = {s: {"description": r["description"]} for s, r in get["responses"].items()}
+    return {**get, "summary": "HEAD: " + get["summary"], "responses": responses}
 
 
 def _operation(op: Operation, path_parameters: list[dict[str, Any]]) -> dict[str, Any]:
@@ -54,26 +86,27 @@ def _operation(op: Operation, path_parameters: list[dict[str, Any]]) -> dict[str
     if schema is not None:
         success["content"] = {_JSON: {"schema": schema}}
     elif op.produces:
-        success["content"] = {op.produces: {"schema": {"type": "string", "format": "binary"}}}
+        success["content"] = {op.produces: {"schema": _produced(op.produces)}}
+    responses: dict[str, Any] = {str(status): success}
+    for other, description in op.also:
+        answer: dict[str, Any] = {"description": description}
+        if other == 206 and op.produces:
+            answer["content"] = {op.produces: {"schema": _produced(op.produces)}}
+        responses[str(other)] = answer
     document: dict[str, Any] = {
         "summary": op.summary,
         "operationId": None,
-        "responses": {
-            str(status): success,
-            **_errors(op.errors),
-            "default": {
-                "description": "Any route: method.not_allowed (405), rate_limited (429), "
-                "internal (500), in the same envelope",
-                "content": {_JSON: {"schema": ErrorSchema}},
-            },
-        },
+        "responses": {**responses, **_errors(op.errors)},
     }
     if op.description:
         document["description"] = op.description
     parameters = list(path_parameters)
     if op.query is not None:
         parameters.append({"in": "query", "schema": op.query})
-    parameters += [{"name": h, "in": "header", "schema": {"type": "string"}} for h in op.headers]
+    parameters += [
+        {"name": h, "in": "header", "schema": HEADERS.get(h, {"type": "string"})}
+        for h in op.headers
+    ]
     if parameters:
         document["parameters"] = parameters
     if op.body is not None:
@@ -91,21 +124,27 @@ def _operation(op: Operation, path_parameters: list[dict[str, Any]]) -> dict[str
 
 def document(app: Flask) -> dict[str, Any]:
     """Build the document from every route of ``app`` (each view must declare an operation)."""
+    plugin = MarshmallowPlugin()
     spec = APISpec(
         title="broker",
         version=__version__,
         openapi_version="3.0.3",
-        plugins=[MarshmallowPlugin()],
+        plugins=[plugin],
         info={
             "description": "Signed upload and download URLs for files in an embedded "
-            "blob store or S3. Errors use one envelope."
+            "blob store or S3. Errors use one envelope. A method a path does not list is "
+            "405 method.not_allowed."
         },
     )
+    assert plugin.converter is not None
+    plugin.converter.add_attribute_function(_property_names)  # type: ignore[no-untyped-call]
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     spec.components.security_scheme(
         "apiKey", {"type": "apiKey", "in": "header", "name": "x-api-key"}
     )
     paths: dict[str, dict[str, Any]] = {}
+    answers_file: list[dict[str, Any]] = []
+    takes: list[tuple[str, list[str]]] = []
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
         if rule.endpoint in _UNDOCUMENTED:
             continue
@@ -117,6 +156,50 @@ def document(app: Flask) -> dict[str, Any]:
             operation = _operation(op, path_parameters)
             operation["operationId"] = rule.endpoint.replace(".", "_")
             paths.setdefault(path, {})[method.lower()] = operation
+            if op.response[1] is FileSchema:
+                answers_file.append(operation["responses"][str(op.response[0])])
+            names = [p["name"] for p in path_parameters]
+            if names and set(names) <= set(_LINKED):
+                takes.append((operation["operationId"], names))
+            if method == "GET" and op.head:
+                head = _head(operation)
+                head["operationId"] = operation["operationId"] + "_head"
+                paths[path]["head"] = head
+    for answer in answers_file:
+        answer["links"] = {
+            target: {
+                "operationId": target,
+                "parameters": {name: _LINKED[name] for name in names},
+            }
+            for target, names in takes
+        }
     for path, operations in paths.items():
         spec.path(path=path, operations=operations)
-    return spec.to_dict()
+    out = spec.to_dict()
+    _bucket_limits(out, app)
+    _empty_is_not_multipart(out)
+    return out
+
+
+def _empty_is_not_multipart(out: dict[str, Any]) -> None:
+    """``admission.admit``'s one rule across two fields: an empty file cannot go in parts
+    (422 validation.failed on ``multipart``)."""
+    out["components"]["schemas"]["FileCreate"]["not"] = {
+        "required": ["size", "multipart"],
+        "properties": {"size": {"maximum": 0}, "multipart": {"enum": [True]}},
+    }
+
+
+def _bucket_limits(out: dict[str, Any], app: Flask) -> None:
+    """What no configured bucket takes, in the declarations' schemas: a ``size`` over the
+    largest ``max_size`` (413 ``upload.size_exceeds_limit`` whatever the bucket)."""
+    services = app.extensions.get("broker")
+    if services is None:
+        return
+    largest = max(p.max_size for p in services.settings.buckets.values())
+    for name in ("FileCreate", "FormUpload"):
+        size = out["components"]["schemas"][name]["properties"]["size"]
+        size["maximum"] = largest
+        size["description"] = (
+            "At most the bucket's max_size (413 upload.size_exceeds_limit otherwise)."
+        )

@@ -16,16 +16,61 @@ from marshmallow import (
 )
 
 from .config import NAME_RE
+from .ids import CURSOR_PATTERN
 from .models import Scope, Status
-from .naming import is_valid_mime_type, normalise_mime_type
+from .naming import MAX_DECLARED_KEY, MIME_PATTERN, is_valid_mime_type, normalise_mime_type
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_METADATA_ENTRIES = 32
+MAX_PREFIX = 512
+"""Characters of a listing's ``prefix``: even percent-encoded 4-byte characters (12 bytes
+each) keep the request line within gunicorn's 8,190 bytes."""
+
+
+_BIDI = re.compile("[\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]")
+MAX_METADATA_KEY = 64
+MAX_METADATA_VALUE = 512
+KEY_PATTERN = (
+    r"^(?:[^/\\\x00-\x1f\x7f.][^/\\\x00-\x1f\x7f]*|\.[^/\\\x00-\x1f\x7f.][^/\\\x00-\x1f\x7f]*"
+    r"|\.\.[^/\\\x00-\x1f\x7f]+)(?:/(?:[^/\\\x00-\x1f\x7f.][^/\\\x00-\x1f\x7f]*"
+    r"|\.[^/\\\x00-\x1f\x7f.][^/\\\x00-\x1f\x7f]*|\.\.[^/\\\x00-\x1f\x7f]+))*$"
+)
+"""A key as ``naming.normalise_key`` takes it: '/'-separated segments, none empty, '.' or
+'..', no backslash or control character (ECMA-262 and Python alike)."""
+MAX_KEY_CHARS = MAX_DECLARED_KEY
 
 
 def _no_control_chars(value: str) -> None:
     if _CONTROL.search(value):
         raise ValidationError("Must not contain control characters.")
+
+
+def _unicode(value: str) -> None:
+    """Text that cannot be encoded (a lone surrogate from a ``\\ud800`` escape) is refused
+    here, before it can reach the database, storage or a header."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError("Must be valid Unicode text (no lone surrogates).") from None
+
+
+def _no_bidi(value: str) -> None:
+    """Bidirectional controls would let a name display as another (``exe.txt`` shown for
+    ``txt.exe``) in a Content-Disposition; refused rather than silently altered."""
+    if _BIDI.search(value):
+        raise ValidationError("Must not contain bidirectional control characters.")
+
+
+def _strict_bool(value: Any) -> Any:
+    """JSON ``true``/``false`` only: not 1, 0, "yes" (a pre-load, as ``1 in {True}``)."""
+    if type(value) is not bool:
+        raise ValidationError("Not a valid boolean.")
+    return value
+
+
+def _text(*validators: Any, **kwargs: Any) -> fields.String:
+    """A string field refusing text that cannot be encoded, then ``validators``."""
+    return fields.String(validate=[_unicode, *validators], **kwargs)
 
 
 def _mime_type(value: str) -> None:
@@ -57,8 +102,45 @@ _SHA256 = FullMatch(r"^[0-9a-fA-F]{64}$", error="Must be 64 hex characters.")
 
 
 def _name(**kwargs: Any) -> fields.String:
-    return fields.String(
-        validate=[FullMatch(NAME_RE, error="Use 1-63 of a-z, 0-9, '-', '_'.")], **kwargs
+    return _text(FullMatch(NAME_RE, error="Use 1-63 of a-z, 0-9, '-', '_'."), **kwargs)
+
+
+_PLAIN_TEXT = "^[^\\x00-\\x1f\\x7f]*$"
+_NAME_TEXT = "^[^\\x00-\\x1f\\x7f\\u200e\\u200f\\u061c\\u202a-\\u202e\\u2066-\\u2069]*$"
+"""The control and bidi checks as ECMA-262 patterns, for the document."""
+
+
+def _file_name(**kwargs: Any) -> fields.String:
+    """A file's display name: what a download's Content-Disposition will say."""
+    return _text(
+        validate.Length(min=1, max=255),
+        _no_control_chars,
+        _no_bidi,
+        metadata={"pattern": _NAME_TEXT, **kwargs.pop("metadata", {})},
+        **kwargs,
+    )
+
+
+def _mime(**kwargs: Any) -> fields.String:
+    return _text(
+        validate.Length(max=255),
+        _mime_type,
+        metadata={"pattern": MIME_PATTERN, **kwargs.pop("metadata", {})},
+        **kwargs,
+    )
+
+
+def _key(**kwargs: Any) -> fields.String:
+    return _text(
+        validate.Length(min=1),
+        metadata={
+            "pattern": KEY_PATTERN,
+            "maxLength": MAX_KEY_CHARS,
+            "description": "'/'-separated segments (none empty, '.' or '..'), no backslash "
+            "or control character; with '{tenant}/{bucket}/' before it, at most 1024 UTF-8 "
+            "bytes (else 422 key.invalid).",
+        },
+        **kwargs,
     )
 
 
@@ -96,25 +178,25 @@ class StrictSchema(Schema):
 class FileCreateSchema(StrictSchema):
     """Body of ``POST /v1/files``: what the client promises to upload."""
 
-    name = fields.String(
-        required=True, validate=[validate.Length(min=1, max=255), _no_control_chars]
-    )
+    name = _file_name(required=True)
     size = fields.Integer(required=True, strict=True, validate=[_not_bool, validate.Range(min=0)])
-    mime_type = fields.String(required=True, validate=[validate.Length(max=255), _mime_type])
+    mime_type = _mime(required=True)
     bucket = _name(load_default="default")
-    key = fields.String(validate=validate.Length(min=1))
-    sha256 = fields.String(
-        allow_none=True,
-        validate=_SHA256,
-    )
+    key = _key()
+    sha256 = _text(_SHA256, allow_none=True)
     metadata = fields.Dict(
-        keys=fields.String(validate=[validate.Length(min=1, max=64), _no_control_chars]),
-        values=fields.String(validate=validate.Length(max=512)),
+        keys=_text(
+            validate.Length(min=1, max=MAX_METADATA_KEY),
+            _no_control_chars,
+            metadata={"pattern": _PLAIN_TEXT},
+        ),
+        values=_text(validate.Length(max=MAX_METADATA_VALUE)),
         load_default=dict,
         validate=_metadata,
+        metadata={"maxProperties": MAX_METADATA_ENTRIES},
     )
     expires_in = fields.Integer(strict=True, validate=[_not_bool, validate.Range(min=1)])
-    multipart = fields.Boolean()
+    multipart = fields.Boolean(pre_load=_strict_bool)
 
     @post_load
     def _normalise(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
@@ -128,24 +210,20 @@ class FormUploadSchema(StrictSchema):
     (else ``application/octet-stream``); ``size``, when given, must be the exact length.
     """
 
-    name = fields.String(
-        required=True,
-        validate=[validate.Length(min=1, max=255), _no_control_chars],
-        metadata={"description": "Default: the file part's filename."},
-    )
+    name = _file_name(required=True, metadata={"description": "Default: the file part's filename."})
     size = fields.Integer(
         validate=validate.Range(min=0), metadata={"description": "If given, the exact length."}
     )
-    mime_type = fields.String(
+    mime_type = _mime(
         required=True,
-        validate=[validate.Length(max=255), _mime_type],
         metadata={"description": "Default: the file part's Content-Type, else octet-stream."},
     )
     bucket = _name(load_default="default")
-    key = fields.String(validate=validate.Length(min=1))
-    sha256 = fields.String(validate=_SHA256)
+    key = _key()
+    sha256 = _text(_SHA256)
     file = fields.Raw(
-        metadata={"type": "string", "format": "binary", "description": "The bytes; last field."}
+        required=True,
+        metadata={"type": "string", "format": "binary", "description": "The bytes; last field."},
     )
 
     @post_load
@@ -157,7 +235,7 @@ class PartSchema(StrictSchema):
     """One uploaded part, as the client reports it on completion."""
 
     part_number = fields.Integer(required=True, strict=True, validate=validate.Range(1, 10000))
-    etag = fields.String(required=True, validate=validate.Length(min=1, max=128))
+    etag = _text(validate.Length(min=1, max=128), required=True)
 
 
 class CompleteSchema(StrictSchema):
@@ -184,18 +262,30 @@ class ListQuerySchema(Schema):
         unknown = EXCLUDE
 
     limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
-    after = fields.String()
-    prefix = fields.String(validate=validate.Length(max=1024))
-    status = fields.String(validate=validate.OneOf([s.value for s in Status]))
+    after = _text(
+        FullMatch(CURSOR_PATTERN, error="Not a cursor this API returned."),
+        validate.Length(min=2),
+        metadata={"description": "A page's next_cursor."},
+    )
+    prefix = _text(
+        validate.Length(max=MAX_PREFIX),
+        metadata={"description": "Keys starting with it (a longer prefix is 422)."},
+    )
+    status = _text(validate.OneOf([s.value for s in Status]))
 
 
 class KeyCreateSchema(StrictSchema):
     """Body of ``POST /v1/keys``."""
 
     tenant = _name(required=True)
-    name = fields.String(validate=[validate.Length(min=1, max=255), _no_control_chars])
+    name = _text(
+        validate.Length(min=1, max=255),
+        _no_control_chars,
+        _no_bidi,
+        metadata={"pattern": _NAME_TEXT},
+    )
     scopes = fields.List(
-        fields.String(validate=validate.OneOf([s.value for s in Scope])),
+        _text(validate.OneOf([s.value for s in Scope])),
         validate=validate.Length(min=1),
     )
 
@@ -207,6 +297,18 @@ class KeyListQuerySchema(Schema):
         unknown = EXCLUDE
 
     tenant = _name()
+
+
+PATH_PARAMETERS: dict[str, dict[str, Any]] = {
+    "bucket": {"type": "string", "pattern": NAME_RE.pattern},
+    "key": {"type": "string", "minLength": 1, "pattern": KEY_PATTERN},
+}
+"""Path parameters' schemas, for the document (``Context.bucket``/``key`` check them)."""
+
+HEADERS: dict[str, dict[str, Any]] = {
+    "Idempotency-Key": {"type": "string", "minLength": 1, "maxLength": 255},
+}
+"""Request headers' schemas, for the document (``uploads/idempotency.py`` checks the key)."""
 
 
 # -- answers -------------------------------------------------------------------------------
@@ -253,7 +355,7 @@ class ObjectSchema(Schema):
 class FileSchema(ViewSchema, ObjectSchema):
     """A file object as every route returns it."""
 
-    object = fields.Constant("file")
+    object = fields.Constant("file", metadata={"type": "string", "enum": ["file"]})
     bucket = fields.String()
     key = fields.String()
     name = fields.String()
@@ -316,7 +418,7 @@ class BucketListSchema(Schema):
 class KeySchema(ObjectSchema):
     """An API key without its secret."""
 
-    object = fields.Constant("api_key")
+    object = fields.Constant("api_key", metadata={"type": "string", "enum": ["api_key"]})
     tenant = fields.String()
     name = fields.String(allow_none=True)
     scopes = fields.List(fields.String())
@@ -342,7 +444,7 @@ class KeyListSchema(Schema):
 class ErrorBodySchema(Schema):
     """The error itself."""
 
-    code = fields.String()
+    code = fields.String(metadata={"pattern": r"^[a-z_]+(?:\.[a-z_]+)?$"})
     message = fields.String()
     details = fields.Dict()
 
@@ -359,3 +461,38 @@ class HealthSchema(Schema):
 
     status = fields.String()
     checks = fields.Dict(keys=fields.String(), values=fields.String())
+
+
+class BlobStoredSchema(Schema):
+    """``PUT /v1/blobs/{token}``: what the embedded store now holds."""
+
+    etag = fields.String()
+    size = fields.Integer()
+    sha256 = fields.String()
+
+
+def _always_present(*schemas: type[Schema], but: tuple[str, ...] = ()) -> None:
+    """Mark the fields every answer of these schemas carries as ``required``, so the
+    document says so (dumping ignores ``required``: the answers are unchanged)."""
+    for schema in schemas:
+        for name, found in schema._declared_fields.items():
+            if name not in but:
+                found.required = True
+
+
+_always_present(
+    PartUploadSchema,
+    StoredPartSchema,
+    FileSchema,
+    FilePageSchema,
+    BucketSchema,
+    BucketListSchema,
+    KeySchema,
+    KeyCreatedSchema,
+    KeyListSchema,
+    ErrorBodySchema,
+    ErrorSchema,
+    HealthSchema,
+    BlobStoredSchema,
+)
+_always_present(UploadSchema, but=("url", "headers", "part_size", "parts"))

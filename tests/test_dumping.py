@@ -21,6 +21,7 @@ from broker.health import Health
 from broker.keys import CreatedKey
 from broker.models import ApiKeyRecord, FileView, StoredPart, UploadInstructions
 from broker.schemas import (
+    BlobStoredSchema,
     BucketListSchema,
     ErrorSchema,
     FilePageSchema,
@@ -78,6 +79,7 @@ ANSWERS: dict[type[Schema], list[Any]] = {
     KeyListSchema: [{"data": [_KEY, _KEY], "has_more": False}, {"data": []}],
     HealthSchema: [Health(), Health("degraded", {"database": "ok"}), {"status": "ok"}],
     UploadSchema: [_UPLOAD, VIEWS[7].upload, {"url": "u", "headers": {}}],
+    BlobStoredSchema: [{"etag": '"e"', "size": 3, "sha256": "ab"}, {"etag": "e"}],
     ErrorSchema: [
         {"error": {"code": "c", "message": "m", "details": {"a": [1]}}, "request_id": "r"},
         {"error": None, "request_id": None},

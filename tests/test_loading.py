@@ -41,13 +41,20 @@ _PART = {"part_number": 1, "etag": '"e1"'}
 PLAIN: dict[type[Schema], list[Any]] = {
     FileCreateSchema: [b for b in GOOD if b.get("multipart") not in ("true", 1)],
     FormUploadSchema: [
-        {"name": "a.txt", "mime_type": "text/plain"},
-        {"name": "a", "mime_type": "Text/Plain", "size": 3, "bucket": "b", "key": "k/1"},
+        {"name": "a.txt", "mime_type": "text/plain", "file": ""},
+        {
+            "name": "a",
+            "mime_type": "Text/Plain",
+            "size": 3,
+            "bucket": "b",
+            "key": "k/1",
+            "file": "",
+        },
         {"name": "a", "mime_type": "text/plain", "sha256": _HEX, "file": b"raw"},
     ],
     CompleteSchema: [{}, {"parts": []}, {"parts": [_PART, {**_PART, "part_number": 10000}]}],
     PartsRequestSchema: [{}, {"part_numbers": [1, 2]}, {"expires_in": 60, "part_numbers": [3]}],
-    ListQuerySchema: [{}, {"limit": 10}, {"after": "c", "prefix": "p/", "status": "pending"}],
+    ListQuerySchema: [{}, {"limit": 10}, {"after": "cc", "prefix": "p/", "status": "pending"}],
     KeyCreateSchema: [{"tenant": "acme"}, {"tenant": "a", "name": "ci", "scopes": ["admin"]}],
     KeyListQuerySchema: [{}, {"tenant": "acme"}, {"tenant": "acme", "other": "x"}],
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 from typing import Any, cast
@@ -44,9 +45,7 @@ def principal(scope: Scope | None = None) -> Principal:
 
 def json_body(schema: Load, *, optional: bool = False) -> dict[str, Any]:
     """Parse and validate a JSON body (400 unparseable, 413 over the cap, 422 invalid)."""
-    request.max_content_length = service().settings.max_json_bytes
-    raw = request.get_data(cache=True)
-    g.body_read = True
+    raw = _capped_body(service().settings.max_json_bytes)
     if not raw.strip() and optional:
         data: Any = {}
     else:
@@ -55,14 +54,42 @@ def json_body(schema: Load, *, optional: bool = False) -> dict[str, Any]:
                 "request.malformed", "Send a JSON body with Content-Type: application/json."
             )
         try:
-            data = request.get_json(silent=True)
+            data = json.loads(raw)
         except RecursionError:  # nested deeper than the parser goes: still the client's fault
             raise BrokerError("request.malformed", "The body is nested too deeply.") from None
+        except ValueError:  # not JSON, or not UTF-8/16/32
+            data = None
         if data is None:
             raise BrokerError("request.malformed", "The body is not valid JSON.")
     if not isinstance(data, dict):
         raise BrokerError("request.malformed", "The body must be a JSON object.")
     return load(schema, data)
+
+
+def _capped_body(cap: int) -> bytes:
+    """The whole body, at most ``cap`` bytes (413 ``request.too_large`` beyond).
+
+    A Content-Length over the cap is refused before reading; a chunked body (no length)
+    is read until it ends or passes the cap. werkzeug's own limit on a chunked stream
+    ends the read at the limit without an error, so the cap is counted here, one byte
+    past it. Only a body read to its end marks the request's body read (else the error
+    answer says ``Connection: close``).
+    """
+    request.max_content_length = cap + 1
+    if (request.content_length or 0) > cap:
+        raise BrokerError("request.too_large", f"The JSON body is over {cap} bytes.")
+    stream = request.stream
+    pieces: list[bytes] = []
+    total = 0
+    while piece := stream.read(min(65536, cap + 1 - total) or 1):
+        pieces.append(piece)
+        total += len(piece)
+        if total > cap:
+            raise BrokerError("request.too_large", f"The JSON body is over {cap} bytes.")
+    g.body_read = True
+    raw = b"".join(pieces)
+    request._cached_data = raw  # what get_data() answers from now on
+    return raw
 
 
 def load(schema: Load, data: Any) -> dict[str, Any]:

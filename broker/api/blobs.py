@@ -6,11 +6,13 @@ read, so a lie costs no disk); the token and the body are storage's.
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, request, send_file
+from flask import Blueprint, Response, request, send_file
 from werkzeug.exceptions import ClientDisconnected
+from werkzeug.http import quote_etag
 
 from ..errors import BrokerError
 from ..naming import normalise_mime_type
+from ..schemas import BlobStoredSchema
 from ..storage import PutGrant, SelfServedStorage
 from . import service
 from .body import recv_body
@@ -21,10 +23,10 @@ bp = Blueprint("blobs", __name__, url_prefix="/v1/blobs")
 
 @bp.put("/<token>")
 @operation(
-    summary="Store a body to a signed blob URL (embedded store)", response=(200, None),
-    errors=(403, 404, 411, 413, 422, 503), auth=False, produces="application/json",
+    summary="Store a body to a signed blob URL (embedded store)", response=(200, BlobStoredSchema),
+    errors=(403, 404, 411, 413, 422, 503), auth=False,
 )  # fmt: skip
-def put(token: str) -> Response:
+def put(token: str) -> tuple[dict[str, object], dict[str, str]]:
     """Store the body if it is exactly what the token declares; otherwise keep nothing."""
     storage = _self_served()
     grant = storage.grant_put(token)
@@ -39,16 +41,16 @@ def put(token: str) -> Response:
         raise BrokerError(
             "upload.size_mismatch", "The body ended before Content-Length bytes arrived."
         ) from None
-    response = jsonify({"etag": info.etag, "size": info.size, "sha256": info.sha256})
-    response.set_etag(info.etag)
-    return response
+    stored = {"etag": info.etag, "size": info.size, "sha256": info.sha256}
+    return stored, {"ETag": quote_etag(info.etag)}
 
 
 @bp.get("/<token>")
 @operation(
     summary="Read a signed blob URL (HEAD too; Range and conditional requests)",
     response=(200, None), errors=(403, 404, 416, 503), auth=False,
-    produces="application/octet-stream",
+    produces="application/octet-stream", head=True,
+    also=((206, "The requested Range"), (304, "Not modified (If-None-Match, If-Modified-Since)")),
 )  # fmt: skip
 def get(token: str) -> Response:
     """Serve the object (HEAD too), with Range, ETag and If-None-Match support."""

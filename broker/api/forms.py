@@ -66,6 +66,7 @@ class FormUpload:
             declared["name"] = self.filename
         if "mime_type" not in declared:
             declared["mime_type"] = self.content_type or "application/octet-stream"
+        declared[FILE_FIELD] = ""  # present (its bytes stream after the declaration is loaded)
         return declared
 
     def chunks(self) -> Iterator[bytes]:

@@ -43,7 +43,12 @@ class Operation:
     scope: Scope | None = None
     """Checked before the body is read (403 early); the use case checks again."""
     headers: tuple[str, ...] = ()
-    """Request headers the operation reads (documented as parameters)."""
+    """Request headers the operation reads (documented as parameters, with their schema
+    from ``schemas.HEADERS``)."""
+    also: tuple[tuple[int, str], ...] = ()
+    """Other success statuses (e.g. 206, 304) and what they mean (documented only)."""
+    head: bool = False
+    """Whether HEAD is documented too (a GET answering the same headers without a body)."""
     description: str | None = None
     produces: str | None = None
     """Content type of a success answer that is not JSON (documented only)."""

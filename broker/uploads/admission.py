@@ -11,7 +11,7 @@ from ..context import Context
 from ..errors import BrokerError, validation_error
 from ..ids import new_id
 from ..models import FileRecord, Principal, Status
-from ..naming import key_from_name
+from ..naming import MAX_KEY_BYTES, key_from_name
 from ..parts import MAX_SINGLE_PUT
 
 
@@ -48,10 +48,12 @@ def new_record(
     made from the id and name), and an expiry ``ttl`` seconds from now."""
     now = ctx.now()
     file_id = new_id("file")
+    namespace = f"{principal.tenant}/{policy.name}"
     if "key" in declared:
-        key = ctx.key(declared["key"])
+        key = ctx.key(declared["key"], namespace=namespace)
     else:
-        key = key_from_name(file_id.removeprefix("file_").lower(), declared["name"])
+        room = MAX_KEY_BYTES - len(namespace.encode()) - 1
+        key = key_from_name(file_id.removeprefix("file_").lower(), declared["name"], max_bytes=room)
     return FileRecord(
         id=file_id,
         tenant=principal.tenant,

@@ -9,7 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..auth import require
-from ..errors import BrokerError, UploadMismatch, validation_error
+from ..errors import BrokerError, UploadMismatch
 from ..metrics import COMPLETIONS
 from ..models import FileRecord, FileView, Principal, Scope, Status
 from ..storage.base import ObjectInfo
@@ -44,7 +44,7 @@ class Completions(UseCase):
             info = join_parts(ctx, record, parts)
         else:
             if parts:
-                raise validation_error({"parts": "This file was not uploaded in parts."})
+                raise BrokerError("upload.not_multipart", "This file was not uploaded in parts.")
             found = ctx.storage.head(record.storage_key)
             if found is None:
                 raise BrokerError(

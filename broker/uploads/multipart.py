@@ -36,7 +36,7 @@ def join_parts(
 
     Nothing received yet answers 409 ``upload.not_received``, as for a single PUT. A part
     not received (absent, of another length, or not the copy the client names) answers
-    422 ``upload.part_missing`` with ``details.missing_parts``. Either way nothing is
+    409 ``upload.part_missing`` with ``details.missing_parts``. Either way nothing is
     joined and the file stays pending: the client sends those parts and completes again.
 
     One join of an upload at a time in this process: another complete waits up to
@@ -121,8 +121,10 @@ def _check_claimed(
     numbers = [int(part["part_number"]) for part in claimed]
     unknown = sorted(set(numbers) - set(planned))
     if unknown:
-        raise validation_error(
-            {"parts": f"Parts are 1-{len(planned)}; not {numbers_text(unknown)}."}
+        raise BrokerError(
+            "upload.parts_mismatch",
+            f"This file's parts are 1-{len(planned)}; not {numbers_text(unknown)}.",
+            details={"parts": [f"Not in this file's plan: {numbers_text(unknown)}."]},
         )
     if len(set(numbers)) != len(numbers):
         raise validation_error({"parts": "Each part number may appear once."})
@@ -164,7 +166,7 @@ class PartReissue(UseCase):
                 "upload.not_pending", f"File {record.id} is {record.status.value}, not pending."
             )
         if record.part_size is None or record.upload_id is None or ctx.multipart is None:
-            raise validation_error({"part_numbers": "This file is not uploaded in parts."})
+            raise BrokerError("upload.not_multipart", "This file is not uploaded in parts.")
         planned = plan(record.size, record.part_size)
         stored = ctx.multipart.list_parts(record.storage_key, record.upload_id)
         if stored is None:
@@ -177,8 +179,12 @@ class PartReissue(UseCase):
         else:
             unknown = sorted(set(part_numbers) - {p.number for p in planned})
             if unknown:
-                raise validation_error(
-                    {"part_numbers": f"Parts are 1-{len(planned)}; not {numbers_text(unknown)}."}
+                raise BrokerError(
+                    "upload.parts_mismatch",
+                    f"This file's parts are 1-{len(planned)}; not {numbers_text(unknown)}.",
+                    details={
+                        "part_numbers": [f"Not in this file's plan: {numbers_text(unknown)}."]
+                    },
                 )
         now = ctx.now()
         ttl = min(expires_in or ctx.settings.upload_ttl, ctx.policy_of(record).max_url_ttl)

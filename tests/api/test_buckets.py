@@ -80,7 +80,8 @@ def test_listing_filters_by_prefix_and_status(harness: Harness, acme: dict[str, 
 
 
 @pytest.mark.parametrize(
-    "query", ["limit=0", "limit=1001", "limit=x", "status=bogus", "after=not-a-cursor"]
+    "query",
+    ["limit=0", "limit=1001", "limit=x", "status=bogus", "after=not%20a%20cursor", "after=x"],
 )
 def test_bad_listing_queries_are_422(harness: Harness, acme: dict[str, str], query: str) -> None:
     response = harness.client.get(f"/v1/buckets/default/files?{query}", headers=acme)

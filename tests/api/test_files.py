@@ -320,6 +320,7 @@ def test_generated_keys_do_not_collide(harness: Harness, acme: dict[str, str]) -
         "a\nb",
         "",
         "k" * 1025,
+        "k" * 897,
         "é" * 513,
     ],
 )

@@ -473,9 +473,13 @@ def test_storage_outage_answers_503_and_loses_nothing(
     expect_error(tenant.http.delete(f"/v1/files/{file['id']}"), 503, "storage.unavailable")
     assert "Traceback" not in server.stderr()
 
-    # S3 answers again: same server, same file, nothing lost.
+    # S3 answers again: same server, same file, nothing lost. A worker whose breaker opened
+    # during the outage probes storage again after BROKER_STORAGE_BREAKER_COOLDOWN (5 s).
     outage.restore()
-    assert anonymous.get("/v1/health").status_code == 200
+    restored = time.monotonic()
+    while anonymous.get("/v1/health").status_code != 200:
+        assert time.monotonic() - restored < 8.0, "storage is back but health stays 503"
+        time.sleep(0.2)
     again = tenant.get(file["id"])
     assert (again["status"], again["offset"]) == ("pending", 0)
     tenant.assert_recovers(file, CONTENT)

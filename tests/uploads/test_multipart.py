@@ -202,12 +202,12 @@ def test_a_missing_part_fails_complete_and_keeps_it_resumable(mp: Harness) -> No
     assert nothing.json["error"]["code"] == "upload.not_received"
     received = _put_parts(mp, [parts[0], parts[2]], data)
     listed = _complete(mp, acme, created["id"], received)  # the client forgot part 2
-    assert listed.status_code == 422
+    assert listed.status_code == 409
     assert listed.json["error"]["code"] == "upload.part_missing"
     assert listed.json["error"]["details"] == {"missing_parts": [2]}
     claimed = [*received, {"part_number": 2, "etag": received[0]["etag"]}]
     lied = _complete(mp, acme, created["id"], claimed)  # claims part 2 storage never got
-    assert lied.status_code == 422
+    assert lied.status_code == 409
     assert lied.json["error"]["code"] == "upload.part_missing"
     assert not _stored(mp, created)
     assert mp.client.get(f"/v1/files/{created['id']}", headers=acme).json["status"] == "pending"
@@ -230,13 +230,13 @@ def test_a_wrong_etag_is_refused(mp: Harness) -> None:
     received = _put_parts(mp, created["upload"]["parts"], data)
     received[1] = {"part_number": 2, "etag": '"0123456789abcdef0123456789abcdef"'}
     reply = _complete(mp, acme, created["id"], received)
-    assert reply.status_code == 422
+    assert reply.status_code == 409
     assert reply.json["error"]["code"] == "upload.part_missing"  # S3's InvalidPart
     assert reply.json["error"]["details"] == {"missing_parts": [2]}
     assert not _stored(mp, created)
     bad_number = _complete(mp, acme, created["id"], [*received, {"part_number": 9, "etag": "x"}])
-    assert bad_number.status_code == 422
-    assert bad_number.json["error"]["code"] == "validation.failed"
+    assert bad_number.status_code == 409  # valid, but not a part of this file's plan
+    assert bad_number.json["error"]["code"] == "upload.parts_mismatch"
 
 
 def test_a_part_of_another_length_is_not_received(mp: Harness) -> None:
@@ -262,7 +262,7 @@ def test_a_part_of_another_length_is_not_received(mp: Harness) -> None:
     assert state["offset"] == PART
     assert [p["part_number"] for p in state["upload"]["parts"]] == [2]
     done = _complete(mp, acme, created["id"])
-    assert done.status_code == 422
+    assert done.status_code == 409
     assert done.json["error"]["code"] == "upload.part_missing"
     assert done.json["error"]["details"] == {"missing_parts": [2]}
     assert not _stored(mp, created)
@@ -330,13 +330,14 @@ def test_reissue_is_for_pending_multipart_files_of_the_tenant(mp: Harness) -> No
     acme, other = mp.key("acme"), mp.key("other")
     single = mp.declare(acme, size=5)
     reply = mp.client.post(f"/v1/files/{single['id']}/parts", json={}, headers=acme)
-    assert reply.status_code == 422
+    assert reply.status_code == 409
+    assert reply.json["error"]["code"] == "upload.not_multipart"
     multi = mp.declare(acme, name="x", size=PART + 1)
     hidden = mp.client.post(f"/v1/files/{multi['id']}/parts", json={}, headers=other)
     assert hidden.status_code == 404
     bad = mp.client.post(f"/v1/files/{multi['id']}/parts", json={"part_numbers": [3]}, headers=acme)
-    assert bad.status_code == 422
-    assert bad.json["error"]["code"] == "validation.failed"
+    assert bad.status_code == 409
+    assert bad.json["error"]["code"] == "upload.parts_mismatch"
     reader = mp.key("acme", scopes=["files:read"])
     denied = mp.client.post(f"/v1/files/{multi['id']}/parts", json={}, headers=reader)
     assert denied.status_code == 403
