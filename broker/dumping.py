@@ -4,7 +4,7 @@ Why: ``Schema.dump`` sends every field through a generic chain (``serialize``, `
 the accessor, ``_serialize``) on every call: ~300 k instructions for a file, more than the
 rest of a create's Python. ``dumper(FileSchema)`` reads the schema's own field objects once
 and writes (``codegen``) one function per schema doing only what that chain would do for
-these fields; no field is described anywhere but in ``broker/schemas.py``.
+these fields; no field is described anywhere but in ``broker/schemas/``.
 
 What keeps it equal to ``Schema.dump``:
 

@@ -6,7 +6,7 @@ lookups on every call: ~180 k instructions for a file declaration. ``loader(sche
 the schema's own field objects once and writes (``codegen``) a function that, for each
 field in order, takes the value, checks its exact type, calls the field's own validators
 and ``pre_load``/``post_load`` functions, applies ``load_default``, and then runs the
-schema's ``post_load`` hooks. No field is described anywhere but in ``broker/schemas.py``.
+schema's ``post_load`` hooks. No field is described anywhere but in ``broker/schemas/``.
 
 What keeps it equal to ``Schema.load``:
 
