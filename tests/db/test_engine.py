@@ -6,9 +6,9 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from db.faults import fail_next_commit
 from sqlalchemy import text
 
 from broker.db import Database, MetadataStore
@@ -84,16 +84,7 @@ def test_a_failing_commit_answers_503_and_leaves_nothing_behind(
     """An I/O error at COMMIT: the request gets database.unavailable, its row is rolled
     back, and the next write goes through."""
     store = MetadataStore(database)
-    dialect = database.engine.dialect
-    commit = dialect.do_commit
-    failures = [dialect.loaded_dbapi.OperationalError("disk I/O error")]
-
-    def failing_commit(dbapi_connection: Any) -> None:
-        if failures:
-            raise failures.pop()
-        commit(dbapi_connection)
-
-    monkeypatch.setattr(dialect, "do_commit", failing_commit)
+    fail_next_commit(database, monkeypatch)
     lost = new_file()
     with pytest.raises(DatabaseUnavailable):
         store.insert_file(lost)

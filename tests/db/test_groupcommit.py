@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import pytest
+from db.faults import fail_next_commit
 from sqlalchemy import Connection, event
 
 from broker.db import Database, KeyExists, MetadataStore
@@ -140,16 +140,7 @@ def test_a_failed_commit_answers_503_to_its_batch_and_the_writer_goes_on(
     new_file: NewFile,
 ) -> None:
     store = MetadataStore(database)
-    dialect = database.engine.dialect
-    commit = dialect.do_commit
-    failures = [dialect.loaded_dbapi.OperationalError("disk I/O error")]
-
-    def failing_commit(dbapi_connection: Any) -> None:
-        if failures:
-            raise failures.pop()
-        commit(dbapi_connection)
-
-    monkeypatch.setattr(dialect, "do_commit", failing_commit)
+    fail_next_commit(database, monkeypatch)
     lost = [new_file() for _ in range(3)]
     answers: list[str] = []
 
