@@ -53,7 +53,13 @@ class Database:
                 pool_size=5,
                 max_overflow=10,
                 pool_timeout=busy_timeout,
-                connect_args={"connect_timeout": max(1, int(busy_timeout))},
+                connect_args={
+                    "connect_timeout": max(1, int(busy_timeout)),
+                    # No statement, and no wait for another session's row lock, outlasts
+                    # the bound: past it PostgreSQL cancels it and the request answers 503.
+                    "options": f"-c statement_timeout={_ms(busy_timeout)}"
+                    f" -c lock_timeout={_ms(busy_timeout)}",
+                },
             )
             # PostgreSQL shares WAL flushes between concurrent commits itself.
             self._group = None
@@ -184,6 +190,11 @@ class Database:
         if self._group is not None:
             self._group.close()
         self.engine.dispose()
+
+
+def _ms(seconds: float) -> int:
+    """PostgreSQL's timeouts are in milliseconds (0 would mean none)."""
+    return max(1, int(seconds * 1000))
 
 
 def _on_sqlite_begin(conn: Connection) -> None:

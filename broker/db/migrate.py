@@ -27,6 +27,10 @@ def upgrade(conn: Connection) -> None:
     transaction-scoped advisory lock makes concurrent upgrades take turns.
     """
     if conn.dialect.name == "postgresql":
+        # Requests are bounded (statement_timeout, lock_timeout: engine.py); a migration
+        # (an index over a large table, a wait for another upgrade's turn) may take longer.
+        conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
+        conn.exec_driver_sql("SET LOCAL lock_timeout = 0")
         conn.execute(select(func.pg_advisory_xact_lock(_PG_MIGRATION_LOCK)))
     config = _config()
     config.attributes["connection"] = conn  # env.py migrates on it

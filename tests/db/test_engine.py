@@ -131,3 +131,30 @@ def test_try_lock_on_sqlite_always_succeeds(sqlite_db: Database) -> None:
     with sqlite_db.try_lock(42) as got, sqlite_db.try_lock(42) as also:
         assert got
         assert also
+
+
+def test_a_row_locked_by_another_postgresql_session_answers_503_within_the_bound(
+    empty_postgres: str, new_file: Callable[..., FileRecord]
+) -> None:
+    """A backup, a stuck admin session: a statement waiting on another session's row lock
+    is cancelled at the bound (503), reads go on, and the write succeeds once it is gone."""
+    database = Database(empty_postgres, busy_timeout=0.3)
+    database.upgrade()
+    store = MetadataStore(database)
+    record = new_file()
+    store.insert_file(record)
+    other = Database(empty_postgres).engine.connect()
+    try:
+        other.begin()
+        other.execute(text("SELECT 1 FROM files WHERE id = :id FOR UPDATE"), {"id": record.id})
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailable):
+            store.delete_file("acme", record.id)
+        assert 0.25 < time.monotonic() - started < 3
+        assert store.get_file("acme", record.id) == record  # reads are not blocked
+    finally:
+        other.rollback()
+        other.close()
+    assert store.delete_file("acme", record.id)
+    assert store.get_file("acme", record.id) is None
+    database.dispose()
