@@ -56,6 +56,9 @@ class FileRecord:
     proxied: bool = False
     """The bytes come through the broker (a form upload): there is no URL to send them to,
     and the file completes when that upload ends, not on ``complete``."""
+    joining_since: int | None = None
+    """When a complete began joining this multipart upload's parts in storage: until the
+    join ends, other completes (in any process) answer ``upload.in_progress``."""
 
     @property
     def multipart(self) -> bool:

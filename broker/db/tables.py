@@ -52,6 +52,7 @@ files = Table(
     Column("upload_id", String(1024)),
     Column("part_size", BigInteger),
     Column("proxied", Boolean, nullable=False, server_default=false()),
+    Column("joining_since", BigInteger),
 )
 # A key is held by at most one live (pending or complete) file per tenant and bucket;
 # failed and aborted files keep their row for the record but free the key.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -10,7 +11,7 @@ from typing import Any
 
 from ..auth import require
 from ..context import Context
-from ..errors import BrokerError, validation_error
+from ..errors import BrokerError, StorageUnavailable, validation_error
 from ..models import FileRecord, FileView, Principal, Scope, Status, StoredPart
 from ..parts import missing, numbers_text, plan, received
 from ..storage.base import ObjectInfo
@@ -42,8 +43,10 @@ def join_parts(
     One join of an upload at a time in this process: another complete waits up to
     JOIN_WAIT for it and answers the object it joined, else 409 ``upload.in_progress``
     rather than hold a thread longer. Across processes storage decides (the embedded
-    store's upload lock, S3's own completion); a complete that finds the upload joined
-    already answers the object joined from it.
+    store's upload lock, S3's own completion), and the file's ``joining_since`` mark tells
+    a complete that finds the upload closed and no object yet that another process is
+    joining it (409 ``upload.in_progress``, not "not received"); a complete that finds the
+    upload joined already answers the object joined from it.
     """
     upload_id = record.upload_id
     assert upload_id is not None
@@ -78,13 +81,10 @@ def _join(ctx: Context, record: FileRecord, claimed: list[Mapping[str, Any]] | N
     assert ctx.multipart is not None
     stored = ctx.multipart.list_parts(record.storage_key, record.upload_id)
     if stored is None:
-        # Not open: another complete may have joined it a moment ago.
+        # Not open: another complete may have joined it a moment ago, or be joining it.
         info = ctx.storage.head(record.storage_key)
         if info is None:
-            raise BrokerError(
-                "upload.not_received",
-                f"File {record.id}'s multipart upload is not open in storage.",
-            )
+            raise _closed(ctx, record)
         return info
     planned = plan(record.size, record.part_size)
     have = {part.part_number: part for part in received(planned, stored)}
@@ -108,8 +108,46 @@ def _join(ctx: Context, record: FileRecord, claimed: list[Mapping[str, Any]] | N
             + (f" (part(s) {numbers_text(odd)} arrived with another length)." if odd else "."),
             details={"missing_parts": absent},
         )
-    return ctx.multipart.finish_multipart(
-        record.storage_key, record.upload_id, [have[p.number] for p in planned]
+    _mark_joining(ctx, record, ctx.now())
+    try:
+        return ctx.multipart.finish_multipart(
+            record.storage_key, record.upload_id, [have[p.number] for p in planned]
+        )
+    except StorageUnavailable:
+        raise  # storage may finish the join all the same: the mark stands until its bound
+    except BrokerError as refused:
+        _mark_joining(ctx, record, None)
+        if refused.code == "upload.not_received":
+            raise _closed(ctx, record) from None
+        raise
+
+
+def join_bound(ctx: Context) -> int:
+    """Seconds a join may be under way in storage: its call's bound, twice (the call that
+    joins, then the HEAD of the object), and the wait of a complete in its process."""
+    return math.ceil(2 * ctx.settings.storage_timeout + JOIN_WAIT)
+
+
+def _mark_joining(ctx: Context, record: FileRecord, since: int | None) -> None:
+    """Tell completes in every process that this one is joining the parts (or no more)."""
+    ctx.store.transition(
+        record.tenant, record.id, Status.PENDING, Status.PENDING,
+        joining_since=since, updated_at=ctx.now(),
+    )  # fmt: skip
+
+
+def _closed(ctx: Context, record: FileRecord) -> BrokerError:
+    """The answer when the upload is closed in storage and no object is there (yet): 409
+    ``upload.in_progress`` while a complete joins it in some process, else not received."""
+    current = ctx.store.get_file(record.tenant, record.id)
+    since = current.joining_since if current is not None else None
+    if since is not None and ctx.now() - since <= join_bound(ctx):
+        return BrokerError(
+            "upload.in_progress",
+            "Another request is joining this upload's parts; complete again shortly.",
+        )
+    return BrokerError(
+        "upload.not_received", f"File {record.id}'s multipart upload is not open in storage."
     )
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from broker.config import MiB
+from broker.errors import BrokerError
 from broker.models import StoredPart
 from broker.storage import LocalStorage
 from broker.storage.base import ObjectInfo
@@ -174,4 +175,64 @@ def test_a_join_held_elsewhere_is_in_progress_then_reports_the_joined_object(
     done = mp.client.post(path, json={}, headers=acme)
     assert done.status_code == 200, done.json
     assert done.json["status"] == "complete"
+    assert mp.download(done.json["download_url"]).data == data
+
+
+@on_backends("local", "localstack")
+def test_a_join_under_way_in_another_process_is_in_progress_not_missing(mp: Harness) -> None:
+    """On S3 nothing in this process knows of a join another worker has under way: while
+    its CompleteMultipartUpload runs, storage shows the upload closed and no object yet.
+    The file's joining mark (set by that worker in the database) makes a complete then
+    answer 409 upload.in_progress; once the mark is older than any join can take, the same
+    state is reported truthfully as not received."""
+    acme = mp.key("acme")
+    data = _data(PART + 1)
+    created = mp.declare(acme, name="elsewhere.bin", size=len(data), mime_type="x/test")
+    for part in created["upload"]["parts"]:
+        body = data[part["offset"] : part["offset"] + part["size"]]
+        assert mp.put(part | {"method": "PUT"}, body).status_code == 200
+    record = mp.record(created["id"])
+    assert record.upload_id is not None
+    assert record.joining_since is None
+    store, now = mp.service.store, int(mp.clock())
+    # Another worker marks the file and starts joining; storage closes the upload.
+    assert store.transition("acme", record.id, record.status, record.status, joining_since=now)
+    mp.multipart.abort_multipart(record.storage_key, record.upload_id)
+    path = f"/v1/files/{created['id']}/complete"
+
+    during = mp.client.post(path, json={}, headers=acme)
+    assert during.status_code == 409, during.json
+    assert during.json["error"]["code"] == "upload.in_progress"
+
+    mp.clock.advance(multipart.join_bound(mp.service.ctx) + 1)
+    after = mp.client.post(path, json={}, headers=acme)
+    assert after.status_code == 409, after.json
+    assert after.json["error"]["code"] == "upload.not_received"
+
+
+@on_backends("local")
+def test_a_join_storage_refuses_clears_the_mark(
+    mp: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A complete whose join storage refuses leaves no mark behind, so the next complete
+    is answered on its own merits at once."""
+    acme = mp.key("acme")
+    data = _data(PART + 1)
+    created = mp.declare(acme, name="refused.bin", size=len(data), mime_type="x/test")
+    for part in created["upload"]["parts"]:
+        body = data[part["offset"] : part["offset"] + part["size"]]
+        assert mp.put(part | {"method": "PUT"}, body).status_code == 200
+
+    def refuse(*_: object) -> ObjectInfo:
+        raise BrokerError("upload.part_missing", "Storage refused the parts (InvalidPart).")
+
+    monkeypatch.setattr(mp.multipart, "finish_multipart", refuse)
+    path = f"/v1/files/{created['id']}/complete"
+    refused = mp.client.post(path, json={}, headers=acme)
+    assert refused.status_code == 409, refused.json
+    assert refused.json["error"]["code"] == "upload.part_missing"
+    assert mp.record(created["id"]).joining_since is None
+    monkeypatch.undo()
+    done = mp.client.post(path, json={}, headers=acme)
+    assert done.status_code == 200, done.json
     assert mp.download(done.json["download_url"]).data == data
