@@ -191,14 +191,15 @@ def _empty_is_not_multipart(out: dict[str, Any]) -> None:
 
 
 def _bucket_limits(out: dict[str, Any], app: Flask) -> None:
-    """What no configured bucket takes, in the declarations' schemas: a ``size`` over the
-    largest ``max_size`` (413 ``upload.size_exceeds_limit`` whatever the bucket)."""
+    """What no configured bucket takes, in the declarations' and tokens' schemas: a size
+    over the largest ``max_size`` (413 ``upload.size_exceeds_limit`` whatever the bucket)."""
     services = app.extensions.get("broker")
     if services is None:
         return
     largest = max(p.max_size for p in services.settings.buckets.values())
-    for name in ("FileCreate", "FormUpload"):
-        size = out["components"]["schemas"][name]["properties"]["size"]
+    sizes = (("FileCreate", "size"), ("FormUpload", "size"), ("TokenCreate", "max_size"))
+    for name, field in sizes:
+        size = out["components"]["schemas"][name]["properties"][field]
         size["maximum"] = largest
         size["description"] = (
             "At most the bucket's max_size (413 upload.size_exceeds_limit otherwise)."
