@@ -19,7 +19,6 @@ from broker.dumping import dumper, generate
 from broker.files import BucketView, FilePage
 from broker.health import Health
 from broker.keys import CreatedKey
-from broker.uploads.tokens import MintedToken
 from broker.models import ApiKeyRecord, FileView, StoredPart, TokenGrant, UploadInstructions
 from broker.schemas import (
     BlobStoredSchema,
@@ -34,6 +33,7 @@ from broker.schemas import (
     TokenSchema,
     UploadSchema,
 )
+from broker.uploads.tokens import MintedToken
 
 from support import Harness
 
