@@ -172,7 +172,7 @@ class TokenCreateSchema(StrictSchema):
     max_size = fields.Integer(
         strict=True,
         validate=[_not_bool, validate.Range(min=0)],
-        metadata={"description": "Bytes per file; at most the bucket's max_size."},
+        metadata={"description": "Bytes per file."},
     )
     mime_types = fields.List(
         _text(
