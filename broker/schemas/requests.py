@@ -167,7 +167,9 @@ class TokenCreateSchema(StrictSchema):
         validate.Length(min=1, max=MAX_TOKEN_PREFIX),
         FullMatch(KEY_PREFIX_PATTERN, error="Not the start of a valid key."),
         metadata={"description": "Every key the token declares starts with it; generated "
-                  "keys are put under it (another key: 403 auth.forbidden)."},
+                  "keys are put under it (another key: 403 auth.forbidden). With "
+                  "'{tenant}/{bucket}/' before it and 26 characters after, at most 1024 "
+                  "UTF-8 bytes (else 422)."},
     )  # fmt: skip
     max_size = fields.Integer(
         strict=True,

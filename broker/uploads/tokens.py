@@ -68,7 +68,12 @@ class Tokens:
             # Normalised as keys are (NFC), with room left for a generated key under it.
             namespace = f"{principal.tenant}/{policy.name}"
             room = "0" * GENERATED_KEY_CHARS
-            prefix = ctx.key(prefix + room, namespace=namespace)[: -len(room)]
+            try:
+                prefix = ctx.key(prefix + room, namespace=namespace)[: -len(room)]
+            except BrokerError as exc:  # the key's reason, said of the field sent
+                raise validation_error(
+                    {"key_prefix": exc.details.get("key", exc.message)}
+                ) from None
         expires_at = ctx.now() + request["ttl"]
         if principal.expires_at is not None:
             expires_at = min(expires_at, principal.expires_at)

@@ -289,6 +289,8 @@ def test_minting_checks_the_key_and_the_bucket(harness: Harness, acme: dict[str,
         (acme, {"bucket": "avatars", "mime_types": ["*/*"]}, 422, "validation.failed"),
         (acme, {"bucket": "default", "ttl": 3601}, 422, "validation.failed"),
         (acme, {"bucket": "default", "key_prefix": "a/../"}, 422, "validation.failed"),
+        # No room for a generated key under it within S3's 1,024 bytes.
+        (acme, {"bucket": "default", "key_prefix": "\U0001f600" * 250}, 422, "validation.failed"),
         (acme, {"bucket": "default", "origin": "https://a.example/path"}, 422, "validation.failed"),
         # Too much to send in a header once signed (random text: zlib cannot shrink it).
         (acme, {"bucket": "default", "metadata": {
