@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from .config import ConfigError, ServerSettings, Settings
+from .models import Scope
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smh]?)\s*$")
 _UNIT = {"": 1, "s": 1, "m": 60, "h": 3600}
@@ -39,7 +40,7 @@ def _settings() -> Settings:
 
 
 def _admin() -> Any:
-    from .models import Principal, Scope
+    from .models import Principal
 
     return Principal(tenant="default", scopes=frozenset({Scope.ADMIN.value}), key_id="cli")
 
@@ -114,25 +115,43 @@ def keys() -> None:
     "--scope",
     "scopes",
     multiple=True,
-    type=click.Choice(["files:read", "files:write", "admin"]),
-    help="Repeat for several; default files:read and files:write.",
+    type=click.Choice([s.value for s in Scope]),
+    help="Repeat for several; default files:read, files:write and files:delete.",
 )
-def keys_create(tenant: str, name: str | None, scopes: tuple[str, ...]) -> None:
+@click.option(
+    "--expires-at", type=int, default=None, help="Unix time the key stops working (default: never)."
+)
+def keys_create(
+    tenant: str, name: str | None, scopes: tuple[str, ...], expires_at: int | None
+) -> None:
     """Mint a key; it is printed once and stored hashed."""
     from marshmallow import ValidationError
 
     from .schemas import KeyCreatedSchema, KeyCreateSchema
 
-    data: dict[str, Any] = {"tenant": tenant, "name": name, "scopes": list(scopes) or None}
+    data: dict[str, Any] = {
+        "tenant": tenant,
+        "name": name,
+        "scopes": list(scopes) or None,
+        "expires_at": expires_at,
+    }
     data = {k: v for k, v in data.items() if v is not None}
     try:
         body = KeyCreateSchema().load(data)
     except ValidationError as exc:
         raise click.ClickException(f"invalid key request: {exc.messages}") from exc
+    from .errors import BrokerError
+
     with _services() as service:
-        created = service.keys.create(
-            _admin(), body["tenant"], body.get("name"), body.get("scopes")
-        )
+        try:
+            created = service.keys.create(
+                _admin(), body["tenant"], body.get("name"), body.get("scopes"),
+                body.get("expires_at"),
+            )  # fmt: skip
+        except BrokerError as exc:
+            raise click.ClickException(
+                f"invalid key request: {exc.details or exc.message}"
+            ) from exc
         _echo(KeyCreatedSchema().dump(created))
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from .naming import mime_type_matches
+
 KiB = 1024
 MiB = 1024 * KiB
 GiB = 1024 * MiB
@@ -49,13 +51,7 @@ class BucketPolicy:
 
     def allows(self, mime_type: str) -> bool:
         """Whether a declared MIME type (parameters ignored) matches one of the patterns."""
-        base = mime_type.split(";", 1)[0].strip().lower()
-        kind, _, sub = base.partition("/")
-        for pattern in self.allowed_mime_types:
-            p_kind, _, p_sub = pattern.partition("/")
-            if p_kind in ("*", kind) and p_sub in ("*", sub):
-                return True
-        return False
+        return mime_type_matches(self.allowed_mime_types, mime_type)
 
 
 class _Env:

@@ -55,9 +55,10 @@ class Context:
         return self.settings.buckets.get(record.bucket) or BucketPolicy(record.bucket)
 
     def file(self, principal: Principal, file_id: str) -> FileRecord:
-        """The principal's tenant's file (404 ``file.not_found``, also for another tenant's)."""
+        """The principal's tenant's file (404 ``file.not_found``, also for another tenant's,
+        and for a browser token, for any file it did not declare)."""
         record = self.store.get_file(principal.tenant, file_id)
-        if record is None:
+        if record is None or not _sees(principal, record):
             raise BrokerError("file.not_found", f"No file {file_id} in this tenant.")
         return record
 
@@ -65,7 +66,7 @@ class Context:
         """The file holding ``key`` in ``bucket`` (the live one, else the newest)."""
         self.bucket(bucket)
         record = self.store.get_file_by_key(principal.tenant, bucket, self.key(key))
-        if record is None:
+        if record is None or not _sees(principal, record):
             raise BrokerError("file.not_found", f"No file with key {key!r} in {bucket!r}.")
         return record
 
@@ -103,3 +104,9 @@ class Context:
         """Abort the file's multipart upload, if it has one."""
         if record.upload_id is not None and self.multipart is not None:
             self.multipart.abort_multipart(record.storage_key, record.upload_id)
+
+
+def _sees(principal: Principal, record: FileRecord) -> bool:
+    """Whether a file of the principal's tenant is the principal's to see: a key sees them
+    all, a browser token only those it declared."""
+    return principal.token is None or record.token_id == principal.token.id

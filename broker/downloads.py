@@ -36,7 +36,7 @@ class Downloads(UseCase):
 
     def url(self, principal: Principal, file_id: str) -> str:
         """A fresh signed GET URL for a complete file (409 while pending)."""
-        require(principal, Scope.FILES_READ)
+        require(principal, Scope.FILES_READ, token=True)
         return self.views.download_url(self._complete(self.ctx.file(principal, file_id)))
 
     def open(self, token: str) -> Redirect | Stream:

@@ -35,7 +35,7 @@ class Files(UseCase):
 
     def get(self, principal: Principal, file_id: str) -> FileView:
         """One file with what storage has received so far and fresh URLs."""
-        require(principal, Scope.FILES_READ)
+        require(principal, Scope.FILES_READ, token=True)
         return self.views.view(self.ctx.file(principal, file_id))
 
     def get_by_key(self, principal: Principal, bucket: str, key: str) -> FileView:
@@ -84,12 +84,12 @@ class Files(UseCase):
 
     def delete(self, principal: Principal, file_id: str) -> FileView:
         """Remove the object, then the row; answer the file as it was."""
-        require(principal, Scope.FILES_WRITE)
+        require(principal, Scope.FILES_DELETE)
         return self._delete(self.ctx.file(principal, file_id))
 
     def delete_by_key(self, principal: Principal, bucket: str, key: str) -> FileView:
         """Like ``delete``, addressed by bucket and key."""
-        require(principal, Scope.FILES_WRITE)
+        require(principal, Scope.FILES_DELETE)
         return self._delete(self.ctx.file_by_key(principal, bucket, key))
 
     def _delete(self, record: FileRecord) -> FileView:
@@ -104,7 +104,7 @@ class Files(UseCase):
 
     def abort(self, principal: Principal, file_id: str) -> FileView:
         """Give up a pending upload: free what storage holds and mark it aborted."""
-        require(principal, Scope.FILES_WRITE)
+        require(principal, Scope.FILES_WRITE, token=True)
         ctx = self.ctx
         record = ctx.file(principal, file_id)
         if record.status is Status.ABORTED:

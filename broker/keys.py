@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 
 from .auth import ADMIN_KEY_ID, Authenticator, mint_key, require
 from .context import Context
-from .errors import BrokerError
+from .errors import BrokerError, validation_error
 from .models import ApiKeyRecord, Principal, Scope
 
 
@@ -26,12 +26,21 @@ class Keys:
         self.authenticator = authenticator
 
     def create(
-        self, principal: Principal, tenant: str, name: str | None, scopes: list[str] | None
+        self,
+        principal: Principal,
+        tenant: str,
+        name: str | None,
+        scopes: list[str] | None,
+        expires_at: int | None = None,
     ) -> CreatedKey:
-        """Mint a key for a tenant; the answer is the only time it is shown."""
+        """Mint a key for a tenant, optionally expiring at ``expires_at`` (in the future,
+        else 422); the answer is the only time it is shown."""
         require(principal, Scope.ADMIN)
+        now = self.ctx.now()
+        if expires_at is not None and expires_at <= now:
+            raise validation_error({"expires_at": f"Must be in the future (now: {now})."})
         scope_set = tuple(dict.fromkeys(scopes or ()))
-        record, key = mint_key(tenant, name, scope_set, self.ctx.now())
+        record, key = mint_key(tenant, name, scope_set, now, expires_at)
         self.ctx.store.insert_key(record)
         return CreatedKey(record=record, key=key)
 

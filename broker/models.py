@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 
@@ -23,11 +23,18 @@ class Scope(StrEnum):
     """What an API key may do."""
 
     FILES_READ = "files:read"
+    """Read files: get, download, list, buckets."""
     FILES_WRITE = "files:write"
+    """Upload files: declare, complete, abort, re-sign parts, mint browser tokens."""
+    FILES_DELETE = "files:delete"
+    """Delete files (by id and by key)."""
     ADMIN = "admin"
+    """Every scope, and key management."""
 
 
-DEFAULT_SCOPES = (Scope.FILES_READ, Scope.FILES_WRITE)
+DEFAULT_SCOPES = (Scope.FILES_READ, Scope.FILES_WRITE, Scope.FILES_DELETE)
+"""What a key created without ``scopes`` gets: what such a key could do before scopes were
+split (``files:write`` then also deleted)."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,8 @@ class FileRecord:
     joining_since: int | None = None
     """When a complete began joining this multipart upload's parts in storage: until the
     join ends, other completes (in any process) answer ``upload.in_progress``."""
+    token_id: str | None = None
+    """The browser token that declared the file (it may read and finish only its own)."""
 
     @property
     def multipart(self) -> bool:
@@ -82,19 +91,50 @@ class ApiKeyRecord:
     secret_hash: str
     created_at: int
     revoked_at: int | None = None
+    expires_at: int | None = None
+    """When the key stops working (401 ``auth.expired_key``); None: never."""
+
+
+@dataclass(frozen=True)
+class TokenGrant:
+    """What a browser upload token allows: declaring files in one bucket within its limits,
+    then finishing and reading those files only. Limits that are None do not apply (the
+    bucket's policy still does)."""
+
+    id: str
+    bucket: str
+    expires_at: int
+    key_prefix: str | None = None
+    max_size: int | None = None
+    mime_types: tuple[str, ...] | None = None
+    max_files: int | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    origin: str | None = None
 
 
 @dataclass(frozen=True)
 class Principal:
-    """Who a request acts for: a tenant and the scopes of the key that was presented."""
+    """Who a request acts for: a tenant and the scopes of the key that was presented, or
+    the grant of a browser token (then ``key_id`` is its parent key's)."""
 
     tenant: str
     scopes: frozenset[str]
     key_id: str | None = None
+    expires_at: int | None = None
+    """When the credential stops working (a token: its own expiry or its parent key's,
+    whichever is first); None: never."""
+    token: TokenGrant | None = None
 
     def can(self, scope: Scope) -> bool:
         """Admin implies every scope."""
         return scope in self.scopes or Scope.ADMIN in self.scopes
+
+    @property
+    def subject(self) -> str:
+        """Who to count requests against: ``token:<id>``, ``key:<id>`` or ``anonymous``."""
+        if self.token is not None:
+            return f"token:{self.token.id}"
+        return "anonymous" if self.key_id is None else f"key:{self.key_id}"
 
 
 @dataclass(frozen=True)

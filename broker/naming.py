@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable
 from urllib.parse import quote
 
 MAX_KEY_BYTES = 1024  # the S3 limit, so a key valid here is valid everywhere
@@ -65,6 +66,18 @@ def normalise_key(key: str) -> str:
 def is_valid_mime_type(value: str) -> bool:
     """Whether ``value`` is a syntactically valid ``type/subtype[; param=value]``."""
     return bool(_MIME_RE.fullmatch(value))
+
+
+def mime_type_matches(patterns: Iterable[str], mime_type: str) -> bool:
+    """Whether a MIME type (parameters ignored) matches one of ``patterns`` (``image/*``
+    style). A pattern given as ``mime_type`` matches only patterns at least as wide."""
+    base = mime_type.split(";", 1)[0].strip().lower()
+    kind, _, sub = base.partition("/")
+    for pattern in patterns:
+        p_kind, _, p_sub = pattern.partition("/")
+        if p_kind in ("*", kind) and p_sub in ("*", sub):
+            return True
+    return False
 
 
 def normalise_mime_type(value: str) -> str:

@@ -26,6 +26,9 @@ _ANY_ROUTE = (400, 414, 431, 500)
 """What any route may answer besides its own statuses: gunicorn's refusals of a request it
 cannot frame (malformed, request line or headers too long: ``gunicorn_conf`` answers them
 in the envelope) and ``internal`` (a bug)."""
+_BROWSER_NOTE = (
+    "A browser upload token may call it too, for the files it declared (any other file: 404)."
+)
 _LINKED = {"file_id": "$response.body#/id", "bucket": "$response.body#/bucket",
            "key": "$response.body#/key"}  # fmt: skip
 """Path parameters a file answer gives values for (OpenAPI links, for clients and tools)."""
@@ -98,8 +101,11 @@ def _operation(op: Operation, path_parameters: list[dict[str, Any]]) -> dict[str
         "operationId": None,
         "responses": {**responses, **_errors(op.errors)},
     }
-    if op.description:
-        document["description"] = op.description
+    description = op.description or ""
+    if op.token:
+        description += (" " if description else "") + _BROWSER_NOTE
+    if description:
+        document["description"] = description
     parameters = list(path_parameters)
     if op.query is not None:
         parameters.append({"in": "query", "schema": op.query})
@@ -138,7 +144,15 @@ def document(app: Flask) -> dict[str, Any]:
     )
     assert plugin.converter is not None
     plugin.converter.add_attribute_function(_property_names)  # type: ignore[no-untyped-call]
-    spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
+    spec.components.security_scheme(
+        "bearer",
+        {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API key (bk_…), or a browser upload token (bt_…) where an "
+            "operation says so (elsewhere 403 auth.forbidden).",
+        },
+    )
     spec.components.security_scheme(
         "apiKey", {"type": "apiKey", "in": "header", "name": "x-api-key"}
     )
@@ -191,15 +205,15 @@ def _empty_is_not_multipart(out: dict[str, Any]) -> None:
 
 
 def _bucket_limits(out: dict[str, Any], app: Flask) -> None:
-    """What no configured bucket takes, in the declarations' schemas: a ``size`` over the
-    largest ``max_size`` (413 ``upload.size_exceeds_limit`` whatever the bucket)."""
+    """What no configured bucket takes, in the declarations' and tokens' schemas: a size
+    over the largest ``max_size`` (413 ``upload.size_exceeds_limit`` whatever the bucket)."""
     services = app.extensions.get("broker")
     if services is None:
         return
     largest = max(p.max_size for p in services.settings.buckets.values())
-    for name in ("FileCreate", "FormUpload"):
-        size = out["components"]["schemas"][name]["properties"]["size"]
+    sizes = (("FileCreate", "size"), ("FormUpload", "size"), ("TokenCreate", "max_size"))
+    for name, field in sizes:
+        size = out["components"]["schemas"][name]["properties"][field]
         size["maximum"] = largest
-        size["description"] = (
-            "At most the bucket's max_size (413 upload.size_exceeds_limit otherwise)."
-        )
+        limit = "At most the bucket's max_size (413 upload.size_exceeds_limit otherwise)."
+        size["description"] = " ".join(filter(None, (size.get("description"), limit)))

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .auth import Authenticator
+from .browser_tokens import BrowserTokens
 from .config import Clock, Settings
 from .context import Context
 from .db import Database, MetadataStore
@@ -23,6 +24,7 @@ from .uploads.complete import Completions
 from .uploads.declare import Declarations
 from .uploads.form import ProxiedUploads
 from .uploads.multipart import PartReissue
+from .uploads.tokens import Tokens
 from .views import FileViews
 
 
@@ -39,6 +41,7 @@ class Services:
     files: Files
     downloads: Downloads
     keys: Keys
+    tokens: Tokens
 
     @property
     def settings(self) -> Settings:
@@ -75,10 +78,13 @@ def build(
     links = DownloadLinks(settings.secret_key, base_url=base_url, clock=clock)
     ctx = Context(settings, MetadataStore(database), storage, links, clock)
     views = FileViews(ctx)
+    browser_tokens = BrowserTokens(settings.secret_key, clock)
     auth = Authenticator(
         ctx.store,
         admin_key=settings.admin_key,
         allow_anonymous=settings.allow_anonymous,
+        tokens=browser_tokens,
+        clock=clock,
         cache_ttl=settings.key_cache_ttl,
     )
     return Services(
@@ -92,4 +98,5 @@ def build(
         files=Files(ctx, views),
         downloads=Downloads(ctx, views),
         keys=Keys(ctx, auth),
+        tokens=Tokens(ctx, browser_tokens),
     )

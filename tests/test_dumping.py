@@ -19,7 +19,7 @@ from broker.dumping import dumper, generate
 from broker.files import BucketView, FilePage
 from broker.health import Health
 from broker.keys import CreatedKey
-from broker.models import ApiKeyRecord, FileView, StoredPart, UploadInstructions
+from broker.models import ApiKeyRecord, FileView, StoredPart, TokenGrant, UploadInstructions
 from broker.schemas import (
     BlobStoredSchema,
     BucketListSchema,
@@ -30,8 +30,10 @@ from broker.schemas import (
     KeyCreatedSchema,
     KeyListSchema,
     KeySchema,
+    TokenSchema,
     UploadSchema,
 )
+from broker.uploads.tokens import MintedToken
 
 from support import Harness
 
@@ -58,6 +60,9 @@ _ODD_VIEWS: list[Any] = [
 ]
 
 _KEY = ApiKeyRecord("key_1", "acme", "ci", ("files:read",), "hash", 1_700_000_000)
+_GRANT = TokenGrant(
+    "tok_2", "avatars", 1_800_000_600, "users/42/", 2048, ("image/*",), 5, {"u": "42"}, "https://a"
+)
 _POLICY = BucketPolicy("default", allowed_mime_types=("image/*", "text/plain"))
 
 # Every schema the API answers with, and objects of each shape it answers.
@@ -74,9 +79,17 @@ ANSWERS: dict[type[Schema], list[Any]] = {
         {"data": [], "has_more": False},
         SimpleNamespace(data=[BucketView(policy=BucketPolicy("b"), file_count=0)], has_more=0),
     ],
-    KeySchema: [_KEY, replace(_KEY, name=None, revoked_at=1_700_000_001, scopes=())],
+    KeySchema: [
+        _KEY,
+        replace(_KEY, name=None, revoked_at=1_700_000_001, scopes=()),
+        replace(_KEY, expires_at=1_800_000_000),
+    ],
     KeyCreatedSchema: [CreatedKey(record=_KEY, key="secret"), CreatedKey(record=_KEY, key=b"k")],  # type: ignore[arg-type]
     KeyListSchema: [{"data": [_KEY, _KEY], "has_more": False}, {"data": []}],
+    TokenSchema: [
+        MintedToken(token="bt_x", grant=TokenGrant("tok_1", "default", 1_800_000_600)),
+        MintedToken(token="bt_y", grant=_GRANT),
+    ],
     HealthSchema: [Health(), Health("degraded", {"database": "ok"}), {"status": "ok"}],
     UploadSchema: [_UPLOAD, VIEWS[7].upload, {"url": "u", "headers": {}}],
     BlobStoredSchema: [{"etag": '"e"', "size": 3, "sha256": "ab"}, {"etag": "e"}],

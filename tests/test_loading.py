@@ -31,6 +31,7 @@ from broker.schemas import (
     ListQuerySchema,
     PartSchema,
     PartsRequestSchema,
+    TokenCreateSchema,
 )
 
 from support import Harness
@@ -55,7 +56,25 @@ PLAIN: dict[type[Schema], list[Any]] = {
     CompleteSchema: [{}, {"parts": []}, {"parts": [_PART, {**_PART, "part_number": 10000}]}],
     PartsRequestSchema: [{}, {"part_numbers": [1, 2]}, {"expires_in": 60, "part_numbers": [3]}],
     ListQuerySchema: [{}, {"limit": 10}, {"after": "cc", "prefix": "p/", "status": "pending"}],
-    KeyCreateSchema: [{"tenant": "acme"}, {"tenant": "a", "name": "ci", "scopes": ["admin"]}],
+    KeyCreateSchema: [
+        {"tenant": "acme"},
+        {"tenant": "a", "name": "ci", "scopes": ["admin"]},
+        {"tenant": "a", "scopes": ["files:read", "files:delete"], "expires_at": 1_900_000_000},
+    ],
+    TokenCreateSchema: [
+        {"bucket": "default"},
+        {
+            "bucket": "avatars",
+            "key_prefix": "users/42/",
+            "max_size": 2097152,
+            "mime_types": ["Image/*", "text/plain", "image/*"],
+            "max_files": 5,
+            "metadata": {"user": "42"},
+            "origin": "https://App.example:8443",
+            "ttl": 3600,
+        },
+        {"bucket": "b", "key_prefix": "..x", "origin": "http://[::1]:3000", "ttl": 1},
+    ],
     KeyListQuerySchema: [{}, {"tenant": "acme"}, {"tenant": "acme", "other": "x"}],
 }
 
@@ -117,8 +136,30 @@ OTHER: dict[type[Schema], list[Any]] = {
         {"tenant": "acme", "scopes": "admin"},
         {"tenant": "acme", "name": ""},
         {"tenant": "acme", "name": None},
+        {"tenant": "acme", "expires_at": 0},
+        {"tenant": "acme", "expires_at": 10**13},
+        {"tenant": "acme", "expires_at": "1900000000"},
     ],
     KeyListQuerySchema: [{"tenant": "A"}, {"tenant": ""}, {"tenant": None}],
+    TokenCreateSchema: [
+        {},
+        {"bucket": "default", "ttl": 0},
+        {"bucket": "default", "ttl": 3601},
+        {"bucket": "default", "ttl": True},
+        {"bucket": "default", "key_prefix": ""},
+        {"bucket": "default", "key_prefix": "/a"},
+        {"bucket": "default", "key_prefix": "a//"},
+        {"bucket": "default", "key_prefix": "a/../"},
+        {"bucket": "default", "max_size": -1},
+        {"bucket": "default", "mime_types": []},
+        {"bucket": "default", "mime_types": ["image"]},
+        {"bucket": "default", "mime_types": ["image/png; q=1"]},
+        {"bucket": "default", "max_files": 0},
+        {"bucket": "default", "metadata": {"": "x"}},
+        {"bucket": "default", "origin": "https://app.example/path"},
+        {"bucket": "default", "origin": "null"},
+        {"bucket": "default", "scopes": ["admin"]},
+    ],
 }
 
 

@@ -24,10 +24,12 @@ def service() -> Services:
     return cast(Services, current_app.extensions["broker"])
 
 
-def principal(scope: Scope | None = None) -> Principal:
-    """Who is calling: from ``Authorization: Bearer <key>`` or ``x-api-key``.
+def principal(scope: Scope | None = None, *, token: bool = False) -> Principal:
+    """Who is calling: from ``Authorization: Bearer <key>`` or ``x-api-key`` (a key or a
+    browser token; a token bound to an origin only with that ``Origin`` header).
 
-    With ``scope``, also 403 early, before the body is parsed (the service checks again).
+    With ``scope``, also 403 early, before the body is parsed (the service checks again);
+    a browser token is refused unless the route takes one (``token``).
     """
     found: Principal | None = g.get("principal")
     if found is None:
@@ -37,9 +39,15 @@ def principal(scope: Scope | None = None) -> Principal:
         if scheme.lower() == "bearer" and credentials.strip():
             presented = credentials.strip()
         found = service().auth.authenticate(presented)
+        grant = found.token
+        if grant is not None and grant.origin is not None:
+            origin = request.headers.get("Origin", "")
+            if origin.lower() != grant.origin:
+                raise BrokerError(
+                    "auth.forbidden", f"This token may be used from {grant.origin} only."
+                )
         g.principal = found
-    if scope is not None:
-        require(found, scope)
+    require(found, scope, token=token)
     return found
 
 
@@ -128,10 +136,10 @@ def _close_if_body_unread(response: Response) -> Response:
 
 def init_app(app: Flask) -> None:
     """Register every blueprint and the request-id hooks."""
-    from . import blobs, buckets, downloads, files, keys, meta
+    from . import blobs, buckets, downloads, files, keys, meta, tokens
 
     app.before_request(_assign_request_id)
     app.after_request(_echo_request_id)
     app.after_request(_close_if_body_unread)
-    for module in (files, buckets, keys, blobs, downloads, meta):
+    for module in (files, buckets, keys, tokens, blobs, downloads, meta):
         app.register_blueprint(module.bp)

@@ -20,6 +20,7 @@ bp = Blueprint("buckets", __name__, url_prefix="/v1/buckets")
     summary="Buckets with their policy and live file count",
     response=(200, BucketListSchema),
     errors=(401, 403, 503),
+    scope=Scope.FILES_READ,
 )
 def index(who: Principal) -> dict[str, Any]:
     """Every bucket with its policy and the caller's live file count."""
@@ -40,7 +41,10 @@ def files(who: Principal, bucket: str, query: dict[str, Any]) -> FilePage:
 
 
 @bp.get("/<bucket>/files/<path:key>")
-@operation(summary="A file by its key", response=(200, FileSchema), errors=(401, 404, 422, 503))
+@operation(
+    summary="A file by its key", response=(200, FileSchema), errors=(401, 403, 404, 422, 503),
+    scope=Scope.FILES_READ,
+)  # fmt: skip
 def get(who: Principal, bucket: str, key: str) -> FileView:
     """A file by its key (keys may contain '/')."""
     return service().files.get_by_key(who, bucket, key)
@@ -49,7 +53,7 @@ def get(who: Principal, bucket: str, key: str) -> FileView:
 @bp.delete("/<bucket>/files/<path:key>")
 @operation(
     summary="Delete a file by its key", response=(200, FileSchema),
-    errors=(401, 403, 404, 422, 503),
+    errors=(401, 403, 404, 422, 503), scope=Scope.FILES_DELETE,
 )  # fmt: skip
 def delete(who: Principal, bucket: str, key: str) -> FileView:
     """Delete a file by its key."""

@@ -27,8 +27,10 @@ _ON_A_PENDING_FILE: dict[str, Any] = {
     "errors": (400, 401, 403, 404, 409, 422, 503),
     "optional_body": True,
     "scope": Scope.FILES_WRITE,
+    "token": True,
 }
-"""What completing a file and re-signing its parts share: a write on one file, body optional."""
+"""What completing a file and re-signing its parts share: a write on one file, body optional
+(a browser token may do it to the files it declared)."""
 
 
 @bp.post("")
@@ -39,6 +41,7 @@ _ON_A_PENDING_FILE: dict[str, Any] = {
     body=FileCreateSchema,
     form=FormUploadSchema,
     scope=Scope.FILES_WRITE,
+    token=True,
     headers=("Idempotency-Key",),
     description="JSON declares a file and answers it pending with its upload URL. "
     "multipart/form-data is a proxied upload: the broker streams the form's last field "
@@ -81,7 +84,7 @@ def _created(declared: Declared) -> Any:
 @bp.get("/<file_id>")
 @operation(
     summary="A file; while pending, the bytes received", response=(200, FileSchema),
-    errors=(401, 404, 503),
+    errors=(401, 403, 404, 503), token=True,
 )  # fmt: skip
 def get(who: Principal, file_id: str) -> FileView:
     """One file; while pending, how many bytes storage has received."""
@@ -110,8 +113,9 @@ def parts(who: Principal, file_id: str, body: dict[str, Any]) -> FileView:
 
 @bp.get("/<file_id>/content")
 @operation(
-    summary="Download: 302 to a fresh signed URL", response=(302, None), errors=(401, 404, 409)
-)
+    summary="Download: 302 to a fresh signed URL", response=(302, None),
+    errors=(401, 403, 404, 409), token=True,
+)  # fmt: skip
 def content(who: Principal, file_id: str) -> Response:
     """302 to a fresh signed download URL."""
     url = service().downloads.url(who, file_id)
@@ -121,7 +125,7 @@ def content(who: Principal, file_id: str) -> Response:
 @bp.delete("/<file_id>")
 @operation(
     summary="Delete a file and its stored object", response=(200, FileSchema),
-    errors=(401, 403, 404, 503),
+    errors=(401, 403, 404, 503), scope=Scope.FILES_DELETE,
 )  # fmt: skip
 def delete(who: Principal, file_id: str) -> FileView:
     """Delete the file and its stored object; answer the file as it was."""
@@ -131,7 +135,7 @@ def delete(who: Principal, file_id: str) -> FileView:
 @bp.post("/<file_id>/abort")
 @operation(
     summary="Give up a pending upload and free its storage", response=(200, FileSchema),
-    errors=(401, 403, 404, 409, 503),
+    errors=(401, 403, 404, 409, 503), scope=Scope.FILES_WRITE, token=True,
 )  # fmt: skip
 def abort(who: Principal, file_id: str) -> FileView:
     """Give up a pending upload and free its storage."""

@@ -42,6 +42,8 @@ class Operation:
     """Whether a key is needed; the view gets the caller as ``who``."""
     scope: Scope | None = None
     """Checked before the body is read (403 early); the use case checks again."""
+    token: bool = False
+    """Whether a browser token may call it (else 403 early; the use case checks again)."""
     headers: tuple[str, ...] = ()
     """Request headers the operation reads (documented as parameters, with their schema
     from ``schemas.HEADERS``)."""
@@ -78,7 +80,7 @@ def operation(**declared: Any) -> Callable[[Callable[..., Any]], Callable[..., R
         def run(**path: Any) -> Response:
             kwargs = dict(path)
             if op.auth:
-                kwargs["who"] = principal(op.scope)
+                kwargs["who"] = principal(op.scope, token=op.token)
             if op.query is not None:
                 kwargs["query"] = load(op.loaders["query"], request.args.to_dict())
             if op.body is not None:

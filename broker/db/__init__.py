@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from .engine import Database
 from .queries import MetadataStore
-from .records import IDEMPOTENCY_TTL, IdempotencyConflict, IdempotentAnswer, KeyExists
+from .records import (
+    IDEMPOTENCY_TTL,
+    IdempotencyConflict,
+    IdempotentAnswer,
+    KeyExists,
+    TokenFilesExhausted,
+)
 
 __all__ = [
     "IDEMPOTENCY_TTL",
@@ -18,4 +24,5 @@ __all__ = [
     "IdempotentAnswer",
     "KeyExists",
     "MetadataStore",
+    "TokenFilesExhausted",
 ]

@@ -20,8 +20,9 @@ def _config() -> Config:
     return config
 
 
-def upgrade(conn: Connection) -> None:
-    """Apply every pending migration inside the caller's write transaction.
+def upgrade(conn: Connection, revision: str = "head") -> None:
+    """Apply every pending migration (up to ``revision``) inside the caller's write
+    transaction.
 
     On SQLite that transaction already holds the one writer's lock; on PostgreSQL a
     transaction-scoped advisory lock makes concurrent upgrades take turns.
@@ -34,7 +35,15 @@ def upgrade(conn: Connection) -> None:
         conn.execute(select(func.pg_advisory_xact_lock(_PG_MIGRATION_LOCK)))
     config = _config()
     config.attributes["connection"] = conn  # env.py migrates on it
-    command.upgrade(config, "head")
+    command.upgrade(config, revision)
+
+
+def revision_before(revision: str) -> str:
+    """The migration ``revision`` follows (for tests of what it does to existing rows)."""
+    script = ScriptDirectory.from_config(_config()).get_revision(revision)
+    assert script is not None
+    assert isinstance(script.down_revision, str)
+    return script.down_revision
 
 
 def is_current(conn: Connection) -> bool:

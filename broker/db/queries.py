@@ -30,6 +30,7 @@ from .records import (
     IdempotencyConflict,
     IdempotentAnswer,
     KeyExists,
+    TokenFilesExhausted,
     answer_from,
     answer_params,
     columns,
@@ -86,6 +87,12 @@ _LIVE_HOLDERS = select(files.c.key, files.c.status, files.c.upload_id).where(
     files.c.status.in_(LIVE),
 )
 
+_TOKEN_FILES = (
+    select(func.count())
+    .select_from(files)
+    .where(files.c.tenant == bindparam("tenant"), files.c.token_id == bindparam("token_id"))
+)  # ix_files_token
+
 _INSERT_ANSWER = insert(idempotency)
 _ANSWER = (idempotency.c.tenant == bindparam("tenant"), idempotency.c.key == bindparam("key"))
 _GET_ANSWER = select(*columns(idempotency)).where(
@@ -113,7 +120,12 @@ _REVOKE_KEY = (
 _FILE_FIELDS = frozenset(FILE_KEYS)
 
 
-def _insert_file(conn: Connection, record: FileRecord, answer: IdempotentAnswer | None) -> None:
+def _insert_file(
+    conn: Connection,
+    record: FileRecord,
+    answer: IdempotentAnswer | None,
+    max_token_files: int | None,
+) -> None:
     if answer is not None:
         # An expired answer no longer binds its key: clear it so the key can be reused.
         since = answer.created_at - IDEMPOTENCY_TTL
@@ -124,10 +136,23 @@ def _insert_file(conn: Connection, record: FileRecord, answer: IdempotentAnswer 
             conn.execute(_INSERT_ANSWER, answer_params(answer))
         except IntegrityError as exc:
             raise IdempotencyConflict from exc
+    if max_token_files is not None and record.token_id is not None:
+        _check_token_files(conn, record, max_token_files)
     try:
         _prepared(conn, _INSERT_FILE, FILE_KEYS).execute(conn, file_params(record))
     except IntegrityError as exc:
         raise KeyExists from exc
+
+
+def _check_token_files(conn: Connection, record: FileRecord, max_token_files: int) -> None:
+    """Count the token's files in the transaction that adds one, so racing declarations
+    cannot both take the last place: SQLite runs one write transaction at a time; on
+    PostgreSQL a transaction-scoped advisory lock on the token id takes turns."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(record.token_id))))
+    params = {"tenant": record.tenant, "token_id": record.token_id}
+    if conn.execute(_TOKEN_FILES, params).scalar_one() >= max_token_files:
+        raise TokenFilesExhausted
 
 
 _PREPARED: dict[tuple[int, str], Prepared] = {}
@@ -158,9 +183,17 @@ class MetadataStore:
 
     # -- files -----------------------------------------------------------------------------
 
-    def insert_file(self, record: FileRecord, answer: IdempotentAnswer | None = None) -> None:
-        """Insert a pending file and its replayable answer (KeyExists, IdempotencyConflict)."""
-        self.db.run_write(lambda conn: _insert_file(conn, record, answer))
+    def insert_file(
+        self,
+        record: FileRecord,
+        answer: IdempotentAnswer | None = None,
+        *,
+        max_token_files: int | None = None,
+    ) -> None:
+        """Insert a pending file and its replayable answer (KeyExists, IdempotencyConflict);
+        with ``max_token_files``, only while its token has declared fewer files than that
+        (TokenFilesExhausted)."""
+        self.db.run_write(lambda conn: _insert_file(conn, record, answer, max_token_files))
 
     def get_file(self, tenant: str, file_id: str) -> FileRecord | None:
         """The tenant's file with this id, or None (another tenant's file is None too)."""

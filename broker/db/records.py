@@ -19,6 +19,10 @@ class KeyExists(Exception):
     """Another live file already holds this key in the bucket."""
 
 
+class TokenFilesExhausted(Exception):
+    """The browser token that declares the file has declared as many as it may."""
+
+
 class IdempotencyConflict(Exception):
     """Another request already recorded an answer under this Idempotency-Key."""
 

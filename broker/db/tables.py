@@ -53,6 +53,7 @@ files = Table(
     Column("part_size", BigInteger),
     Column("proxied", Boolean, nullable=False, server_default=false()),
     Column("joining_since", BigInteger),
+    Column("token_id", String(40)),
 )
 # A key is held by at most one live (pending or complete) file per tenant and bucket;
 # failed and aborted files keep their row for the record but free the key.
@@ -68,6 +69,8 @@ Index(
 )
 Index("ix_files_listing", files.c.tenant, files.c.bucket, files.c.id)
 Index("ix_files_expiry", files.c.status, files.c.expires_at)
+# A browser token's files, counted against its max_files.
+Index("ix_files_token", files.c.token_id)
 
 # Column keys are ApiKeyRecord's field names, as for files.
 api_keys = Table(
@@ -80,6 +83,7 @@ api_keys = Table(
     Column("secret_hash", String(64), nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("revoked_at", BigInteger),
+    Column("expires_at", BigInteger),
 )
 Index("ix_api_keys_tenant", api_keys.c.tenant, api_keys.c.id)
 

@@ -19,6 +19,7 @@ from .answers import (
     ObjectSchema,
     PartUploadSchema,
     StoredPartSchema,
+    TokenSchema,
     UploadSchema,
 )
 from .fields import (
@@ -41,6 +42,7 @@ from .requests import (
     ListQuerySchema,
     PartSchema,
     PartsRequestSchema,
+    TokenCreateSchema,
 )
 
 __all__ = [
@@ -74,6 +76,8 @@ __all__ = [
     "PartsRequestSchema",
     "StoredPartSchema",
     "StrictSchema",
+    "TokenCreateSchema",
+    "TokenSchema",
     "UploadSchema",
     "ViewSchema",
 ]

@@ -122,6 +122,9 @@ class KeySchema(ObjectSchema):
     scopes = fields.List(fields.String())
     created_at = fields.Integer()
     revoked_at = fields.Integer(allow_none=True)
+    expires_at = fields.Integer(
+        allow_none=True, metadata={"description": "When the key stops working (null: never)."}
+    )
 
 
 class KeyCreatedSchema(ViewSchema, KeySchema):
@@ -137,6 +140,30 @@ class KeyListSchema(Schema):
 
     data = fields.List(fields.Nested(KeySchema))
     has_more = fields.Boolean()
+
+
+class TokenSchema(ViewSchema):
+    """A new browser upload token and what it allows (a null limit: only the bucket's own
+    policy applies)."""
+
+    id = fields.String()
+    object = fields.Constant(
+        "browser_token", metadata={"type": "string", "enum": ["browser_token"]}
+    )
+    token = fields.String(
+        metadata={"description": "Sent like a key (Authorization: Bearer, or x-api-key)."}
+    )
+    expires_at = fields.Integer()
+    bucket = fields.String()
+    key_prefix = fields.String(allow_none=True)
+    max_size = fields.Integer(allow_none=True)
+    mime_types = fields.List(fields.String(), allow_none=True)
+    max_files = fields.Integer(allow_none=True)
+    metadata = fields.Dict(keys=fields.String(), values=fields.String())
+    origin = fields.String(allow_none=True)
+
+    OWN = frozenset({"token"})
+    INNER = "grant"
 
 
 class ErrorBodySchema(Schema):
@@ -188,6 +215,7 @@ _always_present(
     KeySchema,
     KeyCreatedSchema,
     KeyListSchema,
+    TokenSchema,
     ErrorBodySchema,
     ErrorSchema,
     HealthSchema,

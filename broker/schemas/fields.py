@@ -35,6 +35,18 @@ KEY_PATTERN = (
 """A key as ``naming.normalise_key`` takes it: '/'-separated segments, none empty, '.' or
 '..', no backslash or control character (ECMA-262 and Python alike)."""
 MAX_KEY_CHARS = MAX_DECLARED_KEY
+KEY_PREFIX_PATTERN = (
+    r"^(?:(?:[^/\\\x00-\x1f\x7f.][^/\\\x00-\x1f\x7f]*|\.[^/\\\x00-\x1f\x7f.]"
+    r"[^/\\\x00-\x1f\x7f]*|\.\.[^/\\\x00-\x1f\x7f]+)/)*[^/\\\x00-\x1f\x7f]*$"
+)
+"""The start of a valid key: whole segments each followed by '/', then part of one (any
+key-prefix ``p`` for which ``p + "x"`` is a valid key)."""
+MIME_GLOB_PATTERN = (
+    r"^(?:\*|[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126})/(?:\*|[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126})$"
+)
+"""A MIME type pattern as buckets' ``allowed_mime_types`` take them: ``image/*``, ``*/*``."""
+ORIGIN_PATTERN = r"^https?://(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$"
+"""A web origin as browsers send it: scheme, host and optional port, no path."""
 
 
 def _no_control_chars(value: str) -> None:
@@ -83,6 +95,22 @@ def _not_bool(value: Any) -> None:
 def _metadata(value: dict[str, str]) -> None:
     if len(value) > MAX_METADATA_ENTRIES:
         raise ValidationError(f"At most {MAX_METADATA_ENTRIES} entries.")
+
+
+def _metadata_field(**kwargs: Any) -> fields.Dict:
+    """A file's metadata: up to 32 text entries (keys 1-64 plain characters, values up to
+    512 characters)."""
+    return fields.Dict(
+        keys=_text(
+            validate.Length(min=1, max=MAX_METADATA_KEY),
+            _no_control_chars,
+            metadata={"pattern": _PLAIN_TEXT},
+        ),
+        values=_text(validate.Length(max=MAX_METADATA_VALUE)),
+        validate=_metadata,
+        metadata={"maxProperties": MAX_METADATA_ENTRIES, **kwargs.pop("metadata", {})},
+        **kwargs,
+    )
 
 
 class FullMatch(validate.Regexp):

@@ -18,18 +18,17 @@ from ..ids import CURSOR_PATTERN
 from ..models import Scope, Status
 from .fields import (
     _NAME_TEXT,
-    _PLAIN_TEXT,
     _SHA256,
     KEY_PATTERN,
-    MAX_METADATA_ENTRIES,
-    MAX_METADATA_KEY,
-    MAX_METADATA_VALUE,
+    KEY_PREFIX_PATTERN,
     MAX_PREFIX,
+    MIME_GLOB_PATTERN,
+    ORIGIN_PATTERN,
     FullMatch,
     StrictSchema,
     _file_name,
     _key,
-    _metadata,
+    _metadata_field,
     _mime,
     _name,
     _no_bidi,
@@ -39,6 +38,13 @@ from .fields import (
     _strict_bool,
     _text,
 )
+
+MAX_UNIX_TIME = 253_402_300_799
+"""The last second of year 9999: a bound any database and client can store."""
+MAX_TOKEN_TTL = 3600
+DEFAULT_TOKEN_TTL = 600
+MAX_TOKEN_PREFIX = 512
+MAX_TOKEN_MIME_TYPES = 16
 
 
 class FileCreateSchema(StrictSchema):
@@ -50,17 +56,7 @@ class FileCreateSchema(StrictSchema):
     bucket = _name(load_default="default")
     key = _key()
     sha256 = _text(_SHA256, allow_none=True)
-    metadata = fields.Dict(
-        keys=_text(
-            validate.Length(min=1, max=MAX_METADATA_KEY),
-            _no_control_chars,
-            metadata={"pattern": _PLAIN_TEXT},
-        ),
-        values=_text(validate.Length(max=MAX_METADATA_VALUE)),
-        load_default=dict,
-        validate=_metadata,
-        metadata={"maxProperties": MAX_METADATA_ENTRIES},
-    )
+    metadata = _metadata_field(load_default=dict)
     expires_in = fields.Integer(strict=True, validate=[_not_bool, validate.Range(min=1)])
     multipart = fields.Boolean(pre_load=_strict_bool)
 
@@ -153,7 +149,72 @@ class KeyCreateSchema(StrictSchema):
     scopes = fields.List(
         _text(validate.OneOf([s.value for s in Scope])),
         validate=validate.Length(min=1),
+        metadata={"description": "Any subset; default files:read, files:write and files:delete."},
     )
+    expires_at = fields.Integer(
+        strict=True,
+        validate=[_not_bool, validate.Range(min=1, max=MAX_UNIX_TIME)],
+        metadata={"description": "Unix time the key stops working; in the future (else 422)."},
+    )
+
+
+class TokenCreateSchema(StrictSchema):
+    """Body of ``POST /v1/tokens``: the bucket a browser token uploads to and its limits
+    (each optional: the bucket's own policy applies besides)."""
+
+    bucket = _name(required=True)
+    key_prefix = _text(
+        validate.Length(min=1, max=MAX_TOKEN_PREFIX),
+        FullMatch(KEY_PREFIX_PATTERN, error="Not the start of a valid key."),
+        metadata={"description": "Every key the token declares starts with it; generated "
+                  "keys are put under it (another key: 403 auth.forbidden). With "
+                  "'{tenant}/{bucket}/' before it and 26 characters after, at most 1024 "
+                  "UTF-8 bytes (else 422)."},
+    )  # fmt: skip
+    max_size = fields.Integer(
+        strict=True,
+        validate=[_not_bool, validate.Range(min=0)],
+        metadata={"description": "Bytes per file."},
+    )
+    mime_types = fields.List(
+        _text(
+            validate.Length(max=255),
+            FullMatch(MIME_GLOB_PATTERN, error="Not a MIME type pattern like 'image/*'."),
+        ),
+        validate=validate.Length(min=1, max=MAX_TOKEN_MIME_TYPES),
+        metadata={"description": "Patterns like 'image/*', each within the bucket's "
+                  "allowed_mime_types (else 422)."},
+    )  # fmt: skip
+    max_files = fields.Integer(
+        strict=True,
+        validate=[_not_bool, validate.Range(min=1, max=10000)],
+        metadata={"description": "Files the token may declare in all (403 "
+                  "token.max_files_reached beyond)."},
+    )  # fmt: skip
+    metadata = _metadata_field(
+        metadata={"description": "Stamped onto every file the token declares (over what "
+                  "the browser sends)."},
+    )  # fmt: skip
+    origin = _text(
+        validate.Length(max=255),
+        FullMatch(ORIGIN_PATTERN, error="Not a web origin like 'https://app.example'."),
+        metadata={"description": "The only Origin the token may be used from (a request "
+                  "with another or none: 403 auth.forbidden)."},
+    )  # fmt: skip
+    ttl = fields.Integer(
+        strict=True,
+        load_default=DEFAULT_TOKEN_TTL,
+        validate=[_not_bool, validate.Range(min=1, max=MAX_TOKEN_TTL)],
+        metadata={"description": "Seconds the token lives (default 600, at most 3600)."},
+    )
+
+    @post_load
+    def _normalise(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        if "mime_types" in data:
+            data["mime_types"] = list(dict.fromkeys(p.lower() for p in data["mime_types"]))
+        if "origin" in data:
+            data["origin"] = data["origin"].lower()
+        return data
 
 
 class KeyListQuerySchema(Schema):

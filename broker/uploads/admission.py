@@ -45,15 +45,19 @@ def new_record(
     proxied: bool = False,
 ) -> FileRecord:
     """A pending file for a declaration: a new id, its key (the client's, normalised, or one
-    made from the id and name), and an expiry ``ttl`` seconds from now."""
+    made from the id and name, under a browser token's ``key_prefix``), the token that
+    declares it, and an expiry ``ttl`` seconds from now."""
     now = ctx.now()
     file_id = new_id("file")
     namespace = f"{principal.tenant}/{policy.name}"
+    token = principal.token
     if "key" in declared:
         key = ctx.key(declared["key"], namespace=namespace)
     else:
-        room = MAX_KEY_BYTES - len(namespace.encode()) - 1
-        key = key_from_name(file_id.removeprefix("file_").lower(), declared["name"], max_bytes=room)
+        prefix = (token.key_prefix if token is not None else None) or ""
+        room = MAX_KEY_BYTES - len(namespace.encode()) - 1 - len(prefix.encode())
+        unique = file_id.removeprefix("file_").lower()
+        key = prefix + key_from_name(unique, declared["name"], max_bytes=room)
     return FileRecord(
         id=file_id,
         tenant=principal.tenant,
@@ -69,4 +73,5 @@ def new_record(
         updated_at=now,
         expires_at=now + ttl,
         proxied=proxied,
+        token_id=None if token is None else token.id,
     )

@@ -24,7 +24,7 @@ class Completions(UseCase):
         self, principal: Principal, file_id: str, parts: list[Mapping[str, Any]] | None = None
     ) -> FileView:
         """Check storage against the declaration; complete, or fail and delete the object."""
-        require(principal, Scope.FILES_WRITE)
+        require(principal, Scope.FILES_WRITE, token=True)
         ctx = self.ctx
         record = ctx.file(principal, file_id)
         if record.status is Status.COMPLETE:

@@ -14,6 +14,7 @@ from ..parts import choose_part_size
 from ..views import FileViews, UseCase
 from .admission import admit, new_record
 from .idempotency import answer, fingerprint, insert_pending, recorded
+from .tokens import confine, max_files
 
 Render = Callable[[FileView], Mapping[str, Any]]
 """How the API shows a file: what an Idempotency-Key records and replays."""
@@ -41,14 +42,15 @@ class Declarations(UseCase):
         self, principal: Principal, request: Mapping[str, Any], idempotency_key: str | None = None
     ) -> Declared:
         """Record a pending file and sign its upload and download URLs."""
-        require(principal, Scope.FILES_WRITE)
+        require(principal, Scope.FILES_WRITE, token=True)
         ctx = self.ctx
         now = ctx.now()
-        print_ = fingerprint(idempotency_key, request)
+        print_ = fingerprint(idempotency_key, request, principal)
         if idempotency_key is not None and print_ is not None:
             earlier = recorded(ctx.store, principal, idempotency_key, print_, now)
             if earlier is not None:
                 return Declared(recorded=earlier.response, replayed=True)
+        request = confine(ctx, principal, request)
 
         policy = ctx.bucket(request["bucket"])
         multipart = admit(
@@ -86,7 +88,7 @@ class Declarations(UseCase):
             else answer(principal, idempotency_key, print_, self.render(view), now)
         )
         try:
-            inserted = insert_pending(ctx.store, record, recording)
+            inserted = insert_pending(ctx.store, record, recording, max_files(principal))
         except BaseException:
             ctx.abandon_upload(record)  # leave no open upload behind a failed create
             raise

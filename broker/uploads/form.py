@@ -29,6 +29,7 @@ from ..views import UseCase
 from .admission import admit, new_record
 from .declare import Declared
 from .idempotency import answer, fingerprint, insert_pending, recorded
+from .tokens import confine, max_files, max_size
 
 log = logging.getLogger("broker.uploads")
 
@@ -44,30 +45,30 @@ class ProxiedUploads(UseCase):
         idempotency_key: str | None = None,
     ) -> Declared:
         """Check the declaration, reserve the key, stream ``chunks`` to storage, complete."""
-        require(principal, Scope.FILES_WRITE)
+        require(principal, Scope.FILES_WRITE, token=True)
         ctx = self.ctx
         streaming = ctx.streaming
         if streaming is None:
             raise validation_error({"file": "This storage cannot take proxied uploads."})
         now = ctx.now()
-        print_ = fingerprint(idempotency_key, {"form": request})
+        print_ = fingerprint(idempotency_key, {"form": request}, principal)
         if idempotency_key is not None and print_ is not None:
             earlier = self._replay(principal, idempotency_key, print_, now)
             if earlier is not None:
                 return earlier
 
+        request = confine(ctx, principal, {**request, "metadata": {}})
         policy = ctx.bucket(request["bucket"])
         declared_size: int | None = request.get("size")
         admit(policy, size=declared_size or 0, mime_type=request["mime_type"])
         # The reaper may fail a pending file past its expiry; a body still arriving then is
         # refused at the end (below) rather than completing a file the reaper gave up.
         ttl = min(ctx.settings.upload_ttl, policy.max_url_ttl)
-        record = new_record(ctx, principal, policy, {**request, "metadata": {}}, ttl=ttl,
-                            proxied=True)  # fmt: skip
+        record = new_record(ctx, principal, policy, request, ttl=ttl, proxied=True)
         # What binds the key is the file; a replay answers the file as it is then.
         stub = {"id": record.id, "object": "file", "status": Status.PENDING.value}
         recording = answer(principal, idempotency_key, print_, stub, now)
-        if not insert_pending(ctx.store, record, recording):
+        if not insert_pending(ctx.store, record, recording, max_files(principal)):
             assert idempotency_key is not None
             assert print_ is not None
             earlier = self._replay(principal, idempotency_key, print_, now)
@@ -79,7 +80,12 @@ class ProxiedUploads(UseCase):
             info = streaming.put_stream(
                 record.storage_key,
                 self._keep_pending(record, chunks),
-                Expected(record.mime_type, policy.max_size, declared_size, record.sha256),
+                Expected(
+                    record.mime_type,
+                    max_size(principal, policy.max_size),
+                    declared_size,
+                    record.sha256,
+                ),
             )
         except BaseException as exc:
             self._fail(record, exc)

@@ -12,7 +12,13 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from ..db import IdempotencyConflict, IdempotentAnswer, KeyExists, MetadataStore
+from ..db import (
+    IdempotencyConflict,
+    IdempotentAnswer,
+    KeyExists,
+    MetadataStore,
+    TokenFilesExhausted,
+)
 from ..errors import BrokerError, validation_error
 from ..metrics import DECLARED
 from ..models import FileRecord, Principal
@@ -20,12 +26,16 @@ from ..models import FileRecord, Principal
 MAX_KEY_LENGTH = 255
 
 
-def fingerprint(idempotency_key: str | None, payload: Any) -> str | None:
-    """What identifies a request under an Idempotency-Key (None without a key)."""
+def fingerprint(idempotency_key: str | None, payload: Any, principal: Principal) -> str | None:
+    """What identifies a request under an Idempotency-Key (None without a key). A browser
+    token's requests are its own: it never replays an answer given to a key or another
+    token (that would show it a file it did not create)."""
     if idempotency_key is None:
         return None
     if not 1 <= len(idempotency_key) <= MAX_KEY_LENGTH:
         raise validation_error({"Idempotency-Key": f"Must be 1-{MAX_KEY_LENGTH} characters."})
+    if principal.token is not None:
+        payload = {"request": payload, "token": principal.token.id}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -60,15 +70,24 @@ def answer(
 
 
 def insert_pending(
-    store: MetadataStore, record: FileRecord, answer: IdempotentAnswer | None
+    store: MetadataStore,
+    record: FileRecord,
+    answer: IdempotentAnswer | None,
+    max_token_files: int | None = None,
 ) -> bool:
     """Insert a pending file with its replayable answer; False when another request took
     the same Idempotency-Key first (the caller replays it). A key another live file holds
-    is 409 ``file.key_exists``."""
+    is 409 ``file.key_exists``; a browser token past ``max_token_files`` is 403
+    ``token.max_files_reached``."""
     try:
-        store.insert_file(record, answer)
+        store.insert_file(record, answer, max_token_files=max_token_files)
     except IdempotencyConflict:
         return False
+    except TokenFilesExhausted:
+        raise BrokerError(
+            "token.max_files_reached",
+            f"This token may declare {max_token_files} files and has declared them.",
+        ) from None
     except KeyExists:
         raise BrokerError(
             "file.key_exists",

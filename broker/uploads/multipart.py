@@ -196,7 +196,7 @@ class PartReissue(UseCase):
     ) -> FileView:
         """Sign the parts not yet received (or those asked for) again; the file's expiry
         moves out to theirs."""
-        require(principal, Scope.FILES_WRITE)
+        require(principal, Scope.FILES_WRITE, token=True)
         ctx = self.ctx
         record = ctx.file(principal, file_id)
         if record.status is not Status.PENDING:

@@ -72,3 +72,45 @@ def test_an_unmigrated_postgresql_is_refused_at_start(
     assert_envelope(created, 503, "database.unavailable")
     prepare_database(environ={**env, "BROKER_AUTO_MIGRATE": "1"})  # `broker db upgrade`
     assert harness.client.get("/v1/health").status_code == 200  # no restart needed
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_keys_keep_their_rights_when_scopes_are_split(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Before 0005 files:write also deleted: a stored key that could delete still can, and
+    keys that could not (read-only, admin-only) gain nothing."""
+    from sqlalchemy import insert, select
+
+    from broker.db import migrate
+    from broker.db.tables import api_keys
+
+    url = (
+        f"sqlite:///{tmp_path / 'old.sqlite3'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("empty_postgres")
+    )
+    database = Database(url)
+    try:
+        with database.engine.begin() as conn:
+            migrate.upgrade(conn, migrate.revision_before("0005"))
+            for key_id, scopes in [
+                ("key_rw", ["files:read", "files:write"]),
+                ("key_w", ["files:write"]),
+                ("key_r", ["files:read"]),
+                ("key_admin", ["admin"]),
+            ]:
+                row = {"id": key_id, "tenant": "acme", "scopes": scopes, "secret_hash": "h",
+                       "created_at": 1}  # fmt: skip
+                conn.execute(insert(api_keys), row)  # the columns 0003 has, only
+        database.upgrade()
+        with database.engine.connect() as conn:
+            rows = dict(conn.execute(select(api_keys.c.id, api_keys.c.scopes)).all())
+        assert rows == {
+            "key_rw": ["files:read", "files:write", "files:delete"],
+            "key_w": ["files:write", "files:delete"],
+            "key_r": ["files:read"],
+            "key_admin": ["admin"],
+        }
+    finally:
+        database.dispose()

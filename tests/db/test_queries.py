@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from broker.db import Database, IdempotencyConflict, IdempotentAnswer, KeyExists, MetadataStore
+from broker.db import (
+    Database,
+    IdempotencyConflict,
+    IdempotentAnswer,
+    KeyExists,
+    MetadataStore,
+    TokenFilesExhausted,
+)
 from broker.models import FileRecord, Status
 
 from support import Harness
@@ -340,3 +347,24 @@ def test_the_api_round_trips_on_postgresql(pg_harness: Harness) -> None:
     assert clash.status_code == 409
     listing = pg_harness.client.get("/v1/buckets/default/files?prefix=pg/", headers=acme).json
     assert [f["id"] for f in listing["data"]] == [done["id"]]
+
+
+def test_racing_declarations_of_a_token_never_pass_its_max_files(
+    store: MetadataStore, new_file: NewFile
+) -> None:
+    """The count is taken in the transaction that inserts, one token at a time: of twelve
+    racing inserts, exactly the first three (of any status) are in."""
+    store.insert_file(new_file(token_id="tok_1", status=Status.FAILED))
+    store.insert_file(new_file(token_id="tok_other"))
+    outcomes: list[str] = []
+
+    def declare(_: int) -> None:
+        try:
+            store.insert_file(new_file(token_id="tok_1"), max_token_files=4)
+            outcomes.append("in")
+        except TokenFilesExhausted:
+            outcomes.append("refused")
+
+    _run_threads(declare, 12)
+    assert sorted(outcomes) == ["in"] * 3 + ["refused"] * 9
+    store.insert_file(new_file(token_id="tok_1"))  # without a limit nothing is counted
