@@ -19,10 +19,17 @@ from broker.dumping import dumper, generate
 from broker.files import BucketView, FilePage
 from broker.health import Health
 from broker.keys import CreatedKey
-from broker.models import ApiKeyRecord, FileView, StoredPart, UploadInstructions
+from broker.models import (
+    ApiKeyRecord,
+    FileView,
+    SignedDownload,
+    StoredPart,
+    UploadInstructions,
+)
 from broker.schemas import (
     BlobStoredSchema,
     BucketListSchema,
+    DownloadSchema,
     ErrorSchema,
     FilePageSchema,
     FileSchema,
@@ -78,6 +85,7 @@ ANSWERS: dict[type[Schema], list[Any]] = {
     KeyCreatedSchema: [CreatedKey(record=_KEY, key="secret"), CreatedKey(record=_KEY, key=b"k")],  # type: ignore[arg-type]
     KeyListSchema: [{"data": [_KEY, _KEY], "has_more": False}, {"data": []}],
     HealthSchema: [Health(), Health("degraded", {"database": "ok"}), {"status": "ok"}],
+    DownloadSchema: [SignedDownload("https://s3/x?sig", 1_800_000_300), {"url": "u"}],
     UploadSchema: [_UPLOAD, VIEWS[7].upload, {"url": "u", "headers": {}}],
     BlobStoredSchema: [{"etag": '"e"', "size": 3, "sha256": "ab"}, {"etag": "e"}],
     ErrorSchema: [

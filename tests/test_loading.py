@@ -24,6 +24,7 @@ from broker.codegen import Unsupported
 from broker.loading import generate, loader
 from broker.schemas import (
     CompleteSchema,
+    DownloadQuerySchema,
     FileCreateSchema,
     FormUploadSchema,
     KeyCreateSchema,
@@ -57,6 +58,7 @@ PLAIN: dict[type[Schema], list[Any]] = {
     ListQuerySchema: [{}, {"limit": 10}, {"after": "cc", "prefix": "p/", "status": "pending"}],
     KeyCreateSchema: [{"tenant": "acme"}, {"tenant": "a", "name": "ci", "scopes": ["admin"]}],
     KeyListQuerySchema: [{}, {"tenant": "acme"}, {"tenant": "acme", "other": "x"}],
+    DownloadQuerySchema: [{}, {"other": "x"}],
 }
 
 # ... and bodies it leaves to marshmallow: odd but valid, or invalid.
@@ -119,6 +121,14 @@ OTHER: dict[type[Schema], list[Any]] = {
         {"tenant": "acme", "name": None},
     ],
     KeyListQuerySchema: [{"tenant": "A"}, {"tenant": ""}, {"tenant": None}],
+    DownloadQuerySchema: [
+        {"redirect": "false"},
+        {"redirect": "true"},
+        {"redirect": "True"},
+        {"redirect": "0"},
+        {"redirect": True},
+        {"redirect": ""},
+    ],
 }
 
 
