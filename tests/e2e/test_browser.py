@@ -18,10 +18,13 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import boto3
 import pytest
+from botocore.config import Config
 from playwright.sync_api import Browser
 
 from broker.storage import S3Storage
+from broker.storage.s3_cors import browser_headers, cors_rule
 from broker.storage.s3_setup import setup
 
 from .browser import Frontend, chromium, frontend, page_origin
@@ -212,3 +215,45 @@ def test_on_the_embedded_store_the_redirect_form_works_too(
     followed = session.call("GET", f"/v1/files/{file['id']}/content")
     assert (followed.get("status"), followed.get("redirected")) == (200, True), followed
     assert followed["text"] == CONTENT
+
+
+@pytest.mark.parametrize("rule", ["setup", "without If-None-Match"])
+def test_a_signed_if_none_match_passes_the_rule_setup_writes(
+    app: Frontend, localstack: Any, app_origin: str, rule: str
+) -> None:
+    """Write-once PUTs sign ``If-None-Match: *``, which is no CORS-safelisted header: a page
+    can send it only where the bucket's rule allows it (what ``broker s3 check`` verifies).
+    The URL is signed here with boto3, as the broker's write-once uploads sign it."""
+    client = boto3.session.Session().client(
+        "s3", endpoint_url=localstack.endpoint, config=Config(signature_version="s3v4")
+    )  # SigV4, as the broker signs: If-None-Match is one of the signed headers
+    bucket = localstack.new_bucket()
+    storage = S3Storage(
+        bucket=bucket, endpoint_url=localstack.endpoint, region="us-east-1", clock=time.time
+    )
+    written = cors_rule([app_origin], browser_headers(storage))
+    if rule != "setup":
+        written["AllowedHeaders"] = [h for h in written["AllowedHeaders"] if h != "If-None-Match"]
+    client.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": [written]})
+    url = client.generate_presigned_url(
+        "put_object",
+        Params={
+            "Bucket": bucket,
+            "Key": "once.txt",
+            "ContentType": "text/plain",
+            "IfNoneMatch": "*",
+        },
+        ExpiresIn=300,
+    )
+    headers = {"Content-Type": "text/plain", "If-None-Match": "*"}
+    first = app.fetch(url, "PUT", headers, CONTENT)
+    if rule != "setup":
+        assert "error" in first, first  # refused at the preflight: nothing sent
+        assert any("blocked by CORS policy" in line for line in app.console), app.console
+        return
+    assert first.get("status") == 200, (first, app.console)
+    again = app.fetch(url, "PUT", headers, "other bytes\n")
+    assert "if-none-match" in url.split("X-Amz-SignedHeaders=")[1].split("&")[0]
+    assert again.get("status") == 412, again  # storage keeps the first write; the page sees why
+    body = client.get_object(Bucket=bucket, Key="once.txt")["Body"].read()
+    assert body == CONTENT.encode()
