@@ -15,7 +15,7 @@ from .operations import operation
 
 bp = Blueprint("downloads", __name__, url_prefix="/v1/downloads")
 
-NO_STORE = {"Cache-Control": "no-store", "Vary": "Accept"}
+DOWNLOAD_HEADERS = {"Cache-Control": "no-store", "Vary": "Accept"}
 """Every download answer: never cached (the URL expires), and it depends on ``Accept``."""
 DOWNLOAD_ANSWERS: dict[str, Any] = {
     "response": (200, DownloadSchema),
@@ -43,12 +43,12 @@ def wants_url(query: dict[str, Any]) -> bool:
 
 def redirect(url: str) -> Response:
     """The 302 to a signed URL."""
-    return Response(status=302, headers={"Location": url, **NO_STORE})
+    return Response(status=302, headers={"Location": url, **DOWNLOAD_HEADERS})
 
 
 def as_url(signed: SignedDownload) -> tuple[SignedDownload, dict[str, str]]:
     """The JSON form: ``{"url", "expires_at"}`` (dumped by the operation's schema)."""
-    return signed, dict(NO_STORE)
+    return signed, dict(DOWNLOAD_HEADERS)
 
 
 @bp.get("/<token>")
