@@ -27,7 +27,11 @@ def hash_secret(key: str) -> str:
 
 
 def mint_key(
-    tenant: str, name: str | None, scopes: tuple[str, ...], now: int
+    tenant: str,
+    name: str | None,
+    scopes: tuple[str, ...],
+    now: int,
+    rate_limit: str | None = None,
 ) -> tuple[ApiKeyRecord, str]:
     """A new key record and the key itself (shown once): ``bk_<id>_<secret>``."""
     key_id = new_id("key")
@@ -39,6 +43,7 @@ def mint_key(
         scopes=scopes or tuple(s.value for s in DEFAULT_SCOPES),
         secret_hash=hash_secret(key),
         created_at=now,
+        rate_limit=rate_limit,
     )
     return record, key
 
@@ -113,7 +118,12 @@ class Authenticator:
             or record.revoked_at is not None
         ):
             raise BrokerError("auth.invalid_key")
-        return Principal(tenant=record.tenant, scopes=frozenset(record.scopes), key_id=record.id)
+        return Principal(
+            tenant=record.tenant,
+            scopes=frozenset(record.scopes),
+            key_id=record.id,
+            rate_limit=record.rate_limit,
+        )
 
 
 def require(principal: Principal, scope: Scope) -> None:

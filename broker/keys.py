@@ -26,12 +26,18 @@ class Keys:
         self.authenticator = authenticator
 
     def create(
-        self, principal: Principal, tenant: str, name: str | None, scopes: list[str] | None
+        self,
+        principal: Principal,
+        tenant: str,
+        name: str | None,
+        scopes: list[str] | None,
+        rate_limit: str | None = None,
     ) -> CreatedKey:
-        """Mint a key for a tenant; the answer is the only time it is shown."""
+        """Mint a key for a tenant; the answer is the only time it is shown. ``rate_limit``
+        replaces ``BROKER_RATE_LIMIT`` for this key's requests."""
         require(principal, Scope.ADMIN)
         scope_set = tuple(dict.fromkeys(scopes or ()))
-        record, key = mint_key(tenant, name, scope_set, self.ctx.now())
+        record, key = mint_key(tenant, name, scope_set, self.ctx.now(), rate_limit)
         self.ctx.store.insert_key(record)
         return CreatedKey(record=record, key=key)
 

@@ -79,6 +79,8 @@ class ApiKeyRecord:
     secret_hash: str
     created_at: int
     revoked_at: int | None = None
+    rate_limit: str | None = None
+    """Requests this key may make (flask-limiter notation); None: ``BROKER_RATE_LIMIT``."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,14 @@ class Principal:
     tenant: str
     scopes: frozenset[str]
     key_id: str | None = None
+    rate_limit: str | None = None
+    """The key's own request limit (flask-limiter notation), else None: the default."""
+
+    @property
+    def subject(self) -> str | None:
+        """Who is acting, for limits and logs: ``key:<id>``; None when anonymous (the
+        client's address stands in)."""
+        return f"key:{self.key_id}" if self.key_id is not None else None
 
     def can(self, scope: Scope) -> bool:
         """Admin implies every scope."""

@@ -122,6 +122,9 @@ class KeySchema(ObjectSchema):
     scopes = fields.List(fields.String())
     created_at = fields.Integer()
     revoked_at = fields.Integer(allow_none=True)
+    rate_limit = fields.String(
+        allow_none=True, metadata={"description": "The key's own limit; null: the default."}
+    )
 
 
 class KeyCreatedSchema(ViewSchema, KeySchema):
