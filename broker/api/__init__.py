@@ -28,15 +28,24 @@ def principal(scope: Scope | None = None) -> Principal:
     """Who is calling: from ``Authorization: Bearer <key>`` or ``x-api-key``.
 
     With ``scope``, also 403 early, before the body is parsed (the service checks again).
+    Resolved once per request: the principal, or the refusal, is kept on ``g`` (the rate
+    limiter asks first, ``api/limits.py``).
     """
     found: Principal | None = g.get("principal")
     if found is None:
+        refused: BrokerError | None = g.get("auth_refused")
+        if refused is not None:
+            raise refused
         presented = request.headers.get("x-api-key")
         auth = request.headers.get("Authorization", "")
         scheme, _, credentials = auth.partition(" ")
         if scheme.lower() == "bearer" and credentials.strip():
             presented = credentials.strip()
-        found = service().auth.authenticate(presented)
+        try:
+            found = service().auth.authenticate(presented)
+        except BrokerError as exc:
+            g.auth_refused = exc
+            raise
         g.principal = found
     if scope is not None:
         require(found, scope)
