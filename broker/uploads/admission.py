@@ -45,8 +45,10 @@ def new_record(
     proxied: bool = False,
 ) -> FileRecord:
     """A pending file for a declaration: a new id, its key (the client's, normalised, or one
-    made from the id and name), and an expiry ``ttl`` seconds from now."""
+    made from the id and name), and an expiry ``ttl`` seconds from now; within the tenant's
+    quota of pending uploads (429 ``quota.exceeded``)."""
     now = ctx.now()
+    ctx.quota.admit(principal.tenant, declared.get("size") or 0, now)
     file_id = new_id("file")
     namespace = f"{principal.tenant}/{policy.name}"
     if "key" in declared:
