@@ -25,6 +25,7 @@ from flask import Flask, Response, current_app, g, request
 from flask_limiter import ApplicationLimit, Limiter, RequestLimit
 from flask_limiter.errors import RateLimitExceeded
 from limits import RateLimitItem, parse_many
+from limits.storage import MemoryStorage
 
 from ..config import Settings
 from ..errors import BrokerError
@@ -39,6 +40,29 @@ PREFIX = "broker"
 REDIS_TIMEOUT = 0.25
 """Seconds to wait for Redis before falling back to memory (a request is never held
 longer by a Redis that does not answer)."""
+
+
+SWEEP = 1.0
+"""Seconds between sweeps of expired counters in memory."""
+
+
+class SweptMemoryStorage(MemoryStorage):
+    """limits' memory storage, its expired counters swept inline once a ``SWEEP`` instead
+    of by a timer thread started (10 ms ahead) by any count when none runs: under load that
+    is a thread start every few requests, half the limiter's cost. Counters still expire on
+    read (``MemoryStorage.get``); the sweep only frees the memory of callers gone quiet."""
+
+    STORAGE_SCHEME = ["broker-memory"]  # noqa: RUF012  (limits' registry reads the class)
+
+    def __init__(self, uri: str | None = None, **options: str) -> None:
+        super().__init__(uri, **options)  # type: ignore[arg-type]
+        self._sweep_at = 0.0
+
+    def _MemoryStorage__schedule_expiry(self) -> None:  # overrides the private hook
+        now = time.monotonic()
+        if now >= self._sweep_at:
+            self._sweep_at = now + SWEEP
+            self._MemoryStorage__expire_events()  # type: ignore[attr-defined]
 
 
 def caller() -> str:
@@ -75,7 +99,7 @@ class RateLimits:
             application_limits=[
                 ApplicationLimit(self._limit_of_caller, scope="requests", exempt_when=_unkeyed)
             ],
-            storage_uri=settings.redis_url or "memory://",
+            storage_uri=settings.redis_url or "broker-memory://",
             storage_options=options,
             strategy="fixed-window",
             swallow_errors=True,

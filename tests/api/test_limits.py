@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from broker.api.limits import SweptMemoryStorage
 
 from support import ADMIN_KEY, Harness, admin_headers, assert_envelope
 
@@ -145,3 +149,16 @@ def test_an_unreachable_redis_does_not_take_the_api_down(
     key, _ = _mint(harness)
     # Served, and still limited: counted in this process's memory while Redis is down.
     assert _statuses(harness, key, 4) == [200, 200, 200, 429]
+
+
+def test_memory_counters_expire_without_a_thread_per_count() -> None:
+    storage = SweptMemoryStorage("broker-memory://")
+    time.sleep(0.05)  # the one timer limits starts with the storage has run out
+    threads = threading.active_count()
+    assert [storage.incr("busy", 0.2) for _ in range(50)][-1] == 50
+    assert threading.active_count() == threads  # limits' own storage starts one per count
+    time.sleep(0.25)
+    assert storage.get("busy") == 0  # the window is over
+    storage._sweep_at = 0.0  # the next count sweeps what expired meanwhile
+    storage.incr("other", 60)
+    assert "busy" not in storage.storage
