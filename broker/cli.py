@@ -117,13 +117,25 @@ def keys() -> None:
     type=click.Choice(["files:read", "files:write", "admin"]),
     help="Repeat for several; default files:read and files:write.",
 )
-def keys_create(tenant: str, name: str | None, scopes: tuple[str, ...]) -> None:
+@click.option(
+    "--rate-limit",
+    default=None,
+    help="The key's own request limit, e.g. 1000/minute (default: BROKER_RATE_LIMIT).",
+)
+def keys_create(
+    tenant: str, name: str | None, scopes: tuple[str, ...], rate_limit: str | None
+) -> None:
     """Mint a key; it is printed once and stored hashed."""
     from marshmallow import ValidationError
 
     from .schemas import KeyCreatedSchema, KeyCreateSchema
 
-    data: dict[str, Any] = {"tenant": tenant, "name": name, "scopes": list(scopes) or None}
+    data: dict[str, Any] = {
+        "tenant": tenant,
+        "name": name,
+        "scopes": list(scopes) or None,
+        "rate_limit": rate_limit,
+    }
     data = {k: v for k, v in data.items() if v is not None}
     try:
         body = KeyCreateSchema().load(data)
@@ -131,7 +143,7 @@ def keys_create(tenant: str, name: str | None, scopes: tuple[str, ...]) -> None:
         raise click.ClickException(f"invalid key request: {exc.messages}") from exc
     with _services() as service:
         created = service.keys.create(
-            _admin(), body["tenant"], body.get("name"), body.get("scopes")
+            _admin(), body["tenant"], body.get("name"), body.get("scopes"), body.get("rate_limit")
         )
         _echo(KeyCreatedSchema().dump(created))
 
