@@ -74,10 +74,12 @@ def caller() -> str:
 
 def _identify() -> None:
     """Authenticate an operation that needs a key before its limit is counted. A failed
-    authentication stays on ``g`` for the view to raise; the request counts by address."""
+    authentication stays on ``g`` for the view to raise; the request counts by address.
+    A CORS preflight (OPTIONS) is not counted: it carries no key, and a refused one would
+    fail the browser's request that follows it."""
     view = current_app.view_functions.get(request.endpoint or "")
     op = operation_of(view) if view is not None else None
-    g.limited = op is not None and op.auth
+    g.limited = op is not None and op.auth and request.method != "OPTIONS"
     if g.limited:
         with contextlib.suppress(BrokerError):  # the view's principal() raises it again
             principal()

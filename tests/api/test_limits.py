@@ -142,6 +142,20 @@ def test_routes_without_a_key_are_not_limited(make_harness: Callable[..., Harnes
     assert harness.put(created["upload"], b"data").status_code == 200
 
 
+def test_cors_preflights_are_not_counted(make_harness: Callable[..., Harness]) -> None:
+    harness = make_harness(BROKER_RATE_LIMIT="2/minute", BROKER_CORS_ORIGINS="https://app.example")
+    preflight = {
+        "Origin": "https://app.example",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type",
+    }
+    for _ in range(4):
+        answer = harness.client.options("/v1/files", headers=preflight)
+        assert answer.status_code == 200
+        assert answer.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    assert _statuses(harness, {}, 3) == [401, 401, 429]  # the address's own count is intact
+
+
 def test_an_unreachable_redis_does_not_take_the_api_down(
     make_harness: Callable[..., Harness],
 ) -> None:
