@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 
 import pytest
+from api.test_forms import form, post_form
 
 from broker.config import GiB, Settings
 
@@ -71,13 +71,8 @@ def test_a_form_upload_counts_too(make_harness: Callable[..., Harness]) -> None:
     harness = make_harness(BROKER_QUOTA_PENDING_FILES="1")
     acme = harness.key("acme")
     harness.declare(acme)
-    refused = harness.client.post(
-        "/v1/files",
-        data={"file": (io.BytesIO(b"hello"), "a.txt", "text/plain")},
-        headers=acme,
-        content_type="multipart/form-data",
-    )
-    assert_envelope(refused, 429, "quota.exceeded")
+    body, content_type = form(b"hello")
+    assert_envelope(post_form(harness, acme, body, content_type), 429, "quota.exceeded")
 
 
 def test_the_bytes_quota_is_on_by_default_and_off_turns_it_off(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import threading
 import time
@@ -10,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from api.test_forms import form, post_form
 
 from broker.api.limits import SweptMemoryStorage
 
@@ -97,13 +97,9 @@ def test_a_buckets_limit_counts_declares_into_it_per_caller(
     alice, _ = _mint(harness)
     bob, _ = _mint(harness)
     harness.declare(alice, bucket="avatars")
-    form = harness.client.post(  # a form upload is a declare too
-        "/v1/files",
-        data={"bucket": "avatars", "file": (io.BytesIO(b"hello"), "a.txt", "text/plain")},
-        headers=alice,
-        content_type="multipart/form-data",
-    )
-    assert form.status_code == 201, form.json
+    body, content_type = form(b"hello", fields={"bucket": "avatars"})
+    uploaded = post_form(harness, alice, body, content_type)  # a form upload is a declare too
+    assert uploaded.status_code == 201, uploaded.json
 
     refused = harness.client.post(
         "/v1/files",
