@@ -48,6 +48,7 @@ ErrorCode = Literal[
     "upload.mime_type_not_allowed",
     "key.invalid",
     "rate_limited",
+    "quota.exceeded",
     "internal",
     "storage.unavailable",
     "database.unavailable",
@@ -95,6 +96,10 @@ CATALOGUE: Mapping[ErrorCode, tuple[int, str]] = {
     "upload.mime_type_not_allowed": (422, "The bucket does not accept this MIME type."),
     "key.invalid": (422, "The object key is not allowed."),
     "rate_limited": (429, "Too many requests; retry later."),
+    "quota.exceeded": (
+        429,
+        "The tenant holds too many pending uploads; complete or abort some, or retry later.",
+    ),
     "internal": (500, "An internal error occurred."),
     "storage.unavailable": (503, "Storage is not answering; retry later."),
     "database.unavailable": (503, "The metadata database is not answering; retry later."),

@@ -93,6 +93,8 @@ class ApiKeyRecord:
     revoked_at: int | None = None
     expires_at: int | None = None
     """When the key stops working (401 ``auth.expired_key``); None: never."""
+    rate_limit: str | None = None
+    """Requests this key may make (flask-limiter notation); None: ``BROKER_RATE_LIMIT``."""
 
 
 @dataclass(frozen=True)
@@ -124,17 +126,20 @@ class Principal:
     """When the credential stops working (a token: its own expiry or its parent key's,
     whichever is first); None: never."""
     token: TokenGrant | None = None
+    rate_limit: str | None = None
+    """The key's own request limit (flask-limiter notation), else None: the default."""
 
     def can(self, scope: Scope) -> bool:
         """Admin implies every scope."""
         return scope in self.scopes or Scope.ADMIN in self.scopes
 
     @property
-    def subject(self) -> str:
-        """Who to count requests against: ``token:<id>``, ``key:<id>`` or ``anonymous``."""
+    def subject(self) -> str | None:
+        """Who is acting, for limits and logs: ``token:<id>`` or ``key:<id>``; None when
+        anonymous (the client's address stands in)."""
         if self.token is not None:
             return f"token:{self.token.id}"
-        return "anonymous" if self.key_id is None else f"key:{self.key_id}"
+        return None if self.key_id is None else f"key:{self.key_id}"
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,9 @@ _LIVE_COUNTS = (
     .where(files.c.tenant == bindparam("tenant"), files.c.status.in_(LIVE))
     .group_by(files.c.bucket)
 )
+_PENDING_USAGE = select(
+    func.count(), func.coalesce(func.sum(files.c.size), 0), func.min(files.c.expires_at)
+).where(files.c.tenant == bindparam("tenant"), _PENDING, files.c.expires_at > bindparam("now"))
 _LIVE_HOLDERS = select(files.c.key, files.c.status, files.c.upload_id).where(
     files.c.tenant == bindparam("tenant"),
     files.c.bucket == bindparam("bucket"),
@@ -264,6 +267,13 @@ class MetadataStore:
         """Pending plus complete files per bucket for one tenant."""
         with self.db.read() as conn:
             return dict(conn.execute(_LIVE_COUNTS, {"tenant": tenant}).all())
+
+    def pending_usage(self, tenant: str, now: int) -> tuple[int, int, int | None]:
+        """The tenant's unexpired pending files: how many, their declared bytes, and the
+        earliest expiry among them (None when there are none); ix_files_pending_usage."""
+        with self.db.read() as conn:
+            row = conn.execute(_PENDING_USAGE, {"tenant": tenant, "now": now}).one()
+        return int(row[0]), int(row[1]), row[2]
 
     # -- housekeeping (broker sweep) -----------------------------------------------------------
 

@@ -71,6 +71,9 @@ Index("ix_files_listing", files.c.tenant, files.c.bucket, files.c.id)
 Index("ix_files_expiry", files.c.status, files.c.expires_at)
 # A browser token's files, counted against its max_files.
 Index("ix_files_token", files.c.token_id)
+# A tenant's unexpired pending uploads, counted and summed at grant time (quotas.py): the
+# index covers the aggregate, so it never reads the table.
+Index("ix_files_pending_usage", files.c.tenant, files.c.status, files.c.expires_at, files.c.size)
 
 # Column keys are ApiKeyRecord's field names, as for files.
 api_keys = Table(
@@ -84,6 +87,7 @@ api_keys = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("revoked_at", BigInteger),
     Column("expires_at", BigInteger),
+    Column("rate_limit", String(255)),
 )
 Index("ix_api_keys_tenant", api_keys.c.tenant, api_keys.c.id)
 

@@ -46,8 +46,10 @@ def new_record(
 ) -> FileRecord:
     """A pending file for a declaration: a new id, its key (the client's, normalised, or one
     made from the id and name, under a browser token's ``key_prefix``), the token that
-    declares it, and an expiry ``ttl`` seconds from now."""
+    declares it, and an expiry ``ttl`` seconds from now; within the tenant's quota of
+    pending uploads (429 ``quota.exceeded``)."""
     now = ctx.now()
+    ctx.quota.admit(principal.tenant, declared.get("size") or 0, now)
     file_id = new_id("file")
     namespace = f"{principal.tenant}/{policy.name}"
     token = principal.token

@@ -368,3 +368,18 @@ def test_racing_declarations_of_a_token_never_pass_its_max_files(
     _run_threads(declare, 12)
     assert sorted(outcomes) == ["in"] * 3 + ["refused"] * 9
     store.insert_file(new_file(token_id="tok_1"))  # without a limit nothing is counted
+
+
+def test_pending_usage_counts_a_tenants_unexpired_pending_files(
+    store: MetadataStore, new_file: NewFile
+) -> None:
+    assert store.pending_usage("acme", now=50) == (0, 0, None)
+    store.insert_file(new_file(size=10, expires_at=100))
+    store.insert_file(new_file(size=5 * 1024**3, expires_at=80))  # bigint sums
+    store.insert_file(new_file(size=7, expires_at=40))  # expired by now=50
+    store.insert_file(new_file(size=3, status=Status.COMPLETE))
+    store.insert_file(new_file(tenant="other", size=99))
+    aborted = new_file(size=11)
+    store.insert_file(aborted)
+    assert store.transition("acme", aborted.id, Status.PENDING, Status.ABORTED)
+    assert store.pending_usage("acme", now=50) == (2, 5 * 1024**3 + 10, 80)

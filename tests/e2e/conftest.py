@@ -437,6 +437,11 @@ def broker_env(base: Path, admin_key: str, overrides: Mapping[str, str]) -> dict
     env.update(
         BROKER_DATA_DIR=str(base / "data"),
         BROKER_ADMIN_KEY=admin_key,
+        # Schemathesis alone sends ~4,300 requests with one key and declares files of up to
+        # 5 GiB; limits and quotas are tested where they are the subject (test_limits.py).
+        BROKER_RATE_LIMIT="off",
+        BROKER_QUOTA_PENDING_FILES="off",
+        BROKER_QUOTA_PENDING_BYTES="off",
         PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
         NO_PROXY=LOOPBACK,
         no_proxy=LOOPBACK,
