@@ -56,6 +56,14 @@ class FileRecord:
     proxied: bool = False
     """The bytes come through the broker (a form upload): there is no URL to send them to,
     and the file completes when that upload ends, not on ``complete``."""
+    object_key: str | None = None
+    """The storage key of this file's own object (``object_namespace(...)/key``), so no URL
+    signed for it can reach another file's bytes; None for files declared before it was
+    kept (migration 0004), whose object is at ``{tenant}/{bucket}/{key}``."""
+    etag: str | None = None
+    """The ETag of the object that ``complete`` validated; downloads serve only that."""
+    version_id: str | None = None
+    """Storage's version id of the validated object, where the bucket is versioned."""
 
     @property
     def multipart(self) -> bool:
@@ -64,8 +72,15 @@ class FileRecord:
 
     @property
     def storage_key(self) -> str:
-        """Where the bytes live: namespaced by tenant and bucket so tenants never meet."""
-        return f"{self.tenant}/{self.bucket}/{self.key}"
+        """Where the bytes live: the file's own object, namespaced by tenant and bucket so
+        tenants never meet (files declared before 0004: shared by every file of the key)."""
+        return self.object_key or f"{self.tenant}/{self.bucket}/{self.key}"
+
+
+def object_namespace(tenant: str, bucket: str, file_id: str) -> str:
+    """What precedes a file's key in its storage key: ``{tenant}/{bucket}/{file id}``, so
+    each file writes its own object and a URL dies with its file."""
+    return f"{tenant}/{bucket}/{file_id}"
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,8 @@ def sweep(h: Harness, grace: int = GRACE) -> SweepReport:
 
 
 def storage_key(created: dict[str, Any], tenant: str = "acme") -> str:
-    return f"{tenant}/{created['bucket']}/{created['key']}"
+    """Where a file's own object is: ``tenant/bucket/file_id/key`` (FileRecord.storage_key)."""
+    return f"{tenant}/{created['bucket']}/{created['id']}/{created['key']}"
 
 
 def put_object(h: Harness, key: str, data: bytes) -> None:

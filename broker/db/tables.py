@@ -52,6 +52,9 @@ files = Table(
     Column("upload_id", String(1024)),
     Column("part_size", BigInteger),
     Column("proxied", Boolean, nullable=False, server_default=false()),
+    Column("object_key", String(1024)),
+    Column("etag", String(255)),
+    Column("version_id", String(1024)),
 )
 # A key is held by at most one live (pending or complete) file per tenant and bucket;
 # failed and aborted files keep their row for the record but free the key.

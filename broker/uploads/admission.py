@@ -10,7 +10,7 @@ from ..config import BucketPolicy
 from ..context import Context
 from ..errors import BrokerError, validation_error
 from ..ids import new_id
-from ..models import FileRecord, Principal, Status
+from ..models import FileRecord, Principal, Status, object_namespace
 from ..naming import MAX_KEY_BYTES, key_from_name
 from ..parts import MAX_SINGLE_PUT
 
@@ -45,10 +45,11 @@ def new_record(
     proxied: bool = False,
 ) -> FileRecord:
     """A pending file for a declaration: a new id, its key (the client's, normalised, or one
-    made from the id and name), and an expiry ``ttl`` seconds from now."""
+    made from the id and name), its own storage object, and an expiry ``ttl`` seconds from
+    now."""
     now = ctx.now()
     file_id = new_id("file")
-    namespace = f"{principal.tenant}/{policy.name}"
+    namespace = object_namespace(principal.tenant, policy.name, file_id)
     if "key" in declared:
         key = ctx.key(declared["key"], namespace=namespace)
     else:
@@ -69,4 +70,5 @@ def new_record(
         updated_at=now,
         expires_at=now + ttl,
         proxied=proxied,
+        object_key=f"{namespace}/{key}",
     )

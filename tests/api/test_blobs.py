@@ -179,7 +179,7 @@ def test_a_put_on_a_failing_disk_is_503_and_keeps_nothing(
     assert_envelope(response, 503, "storage.unavailable")
     if code == errno.ENOSPC:
         assert response.json["error"]["message"] == "The blob store is out of space."
-    assert storage.head(f"acme/default/{created['key']}") is None
+    assert storage.head(f"acme/default/{created['id']}/{created['key']}") is None
     assert list(storage.disk.tmp.iterdir()) == []
     assert _offset(harness, acme, created) == 0
     complete = harness.client.post(f"/v1/files/{created['id']}/complete", headers=acme)

@@ -180,7 +180,7 @@ def test_a_lying_put_is_refused_and_stores_nothing(
         assert (complete.status_code, error_code(complete)) == (422, code)
         failed = harness.client.get(f"/v1/files/{created['id']}", headers=acme).json
         assert (failed["status"], failed["failure_code"]) == ("failed", code)
-    assert harness.storage.head(f"acme/default/{created['key']}") is None
+    assert harness.storage.head(f"acme/default/{created['id']}/{created['key']}") is None
 
 
 @ENFORCING
@@ -193,7 +193,7 @@ def test_expired_upload_url_is_refused(harness: Harness, acme: dict[str, str]) -
     assert response.status_code == 403
     if harness.backend.name == "local":
         assert error_code(response) == "blob.expired"
-    assert harness.storage.head(f"acme/default/{created['key']}") is None
+    assert harness.storage.head(f"acme/default/{created['id']}/{created['key']}") is None
 
 
 @ENFORCING
@@ -206,7 +206,7 @@ def test_tampered_upload_url_is_refused(harness: Harness, acme: dict[str, str]) 
     assert response.status_code == 403
     if harness.backend.name == "local":
         assert error_code(response) == "blob.bad_signature"
-    assert harness.storage.head(f"acme/default/{created['key']}") is None
+    assert harness.storage.head(f"acme/default/{created['id']}/{created['key']}") is None
 
 
 def test_mismatch_found_at_completion_fails_the_file_and_deletes_the_object(
@@ -217,7 +217,7 @@ def test_mismatch_found_at_completion_fails_the_file_and_deletes_the_object(
     assert harness.put(created["upload"], BODY).status_code == 200
     # Swap the stored bytes behind the broker's back (a storage peer that checks nothing).
     storage = harness.storage
-    key = f"acme/default/{created['key']}"
+    key = f"acme/default/{created['id']}/{created['key']}"
     harness.backend.put_object(storage, key, b"HELLO")
     response = harness.client.post(f"/v1/files/{created['id']}/complete", headers=acme)
     assert response.status_code == 422
@@ -250,7 +250,7 @@ def test_abort_frees_storage_and_is_idempotent(harness: Harness, acme: dict[str,
     aborted = harness.client.post(f"/v1/files/{created['id']}/abort", headers=acme)
     assert aborted.status_code == 200
     assert aborted.json["status"] == "aborted"
-    assert harness.service.storage.head(f"acme/default/{created['key']}") is None
+    assert harness.service.storage.head(f"acme/default/{created['id']}/{created['key']}") is None
     again = harness.client.post(f"/v1/files/{created['id']}/abort", headers=acme)
     assert (again.status_code, again.json["status"]) == (200, "aborted")
 
@@ -288,7 +288,7 @@ def test_delete_of_a_pending_file_removes_what_was_uploaded(
     created = harness.declare(acme)
     assert harness.put(created["upload"], BODY).status_code == 200
     assert harness.client.delete(f"/v1/files/{created['id']}", headers=acme).status_code == 200
-    assert harness.service.storage.head(f"acme/default/{created['key']}") is None
+    assert harness.service.storage.head(f"acme/default/{created['id']}/{created['key']}") is None
 
 
 def test_client_chosen_key_that_exists_is_409(harness: Harness, acme: dict[str, str]) -> None:
@@ -430,9 +430,9 @@ def test_delete_and_abort_remove_the_object(harness: Harness) -> None:
     acme = harness.key("acme")
     done = harness.upload(acme, b"hello")
     harness.client.delete(f"/v1/files/{done['id']}", headers=acme)
-    assert harness.storage.head(f"acme/default/{done['key']}") is None
+    assert harness.storage.head(f"acme/default/{done['id']}/{done['key']}") is None
     created = harness.declare(acme)
     assert harness.put(created["upload"], b"hello").status_code == 200
     aborted = harness.client.post(f"/v1/files/{created['id']}/abort", headers=acme)
     assert aborted.json["status"] == "aborted"
-    assert harness.storage.head(f"acme/default/{created['key']}") is None
+    assert harness.storage.head(f"acme/default/{created['id']}/{created['key']}") is None

@@ -240,8 +240,9 @@ class Tenant:
     """The server's bucket when it stores in S3 (None with the embedded blob store)."""
 
     def storage_key(self, file: Mapping[str, Any]) -> str:
-        """Where storage keeps a file's bytes: ``tenant/bucket/key`` (FileRecord.storage_key)."""
-        return f"{self.name}/{file['bucket']}/{file['key']}"
+        """Where storage keeps a file's bytes: ``tenant/bucket/file_id/key``
+        (FileRecord.storage_key)."""
+        return f"{self.name}/{file['bucket']}/{file['id']}/{file['key']}"
 
     def declare_raw(self, **fields: Any) -> httpx.Response:
         return self.http.post("/v1/files", json=fields)
