@@ -197,6 +197,10 @@ class Settings:
     storage_breaker_cooldown: float = 5.0
     """``BROKER_STORAGE_BREAKER_COOLDOWN``: seconds the open circuit answers 503 at once
     before one call probes S3 again."""
+    s3_conditional_writes: bool = True
+    """``BROKER_S3_CONDITIONAL_WRITES``: sign ``If-None-Match: *`` into upload URLs and send
+    it with the broker's own writes, so S3 writes each object once; ``off`` for a service
+    that ignores or refuses conditional writes (README: Storage)."""
 
     @property
     def is_sqlite(self) -> bool:
@@ -294,6 +298,7 @@ class Settings:
             "storage_breaker_cooldown": read.number(
                 "BROKER_STORAGE_BREAKER_COOLDOWN", 5.0, minimum=0.1
             ),
+            "s3_conditional_writes": boolean("BROKER_S3_CONDITIONAL_WRITES", True),
         }
         if settings["db_timeout"] > MAX_DB_TIMEOUT:  # type: ignore[operator]
             problems.append(f"BROKER_DB_TIMEOUT must be at most {MAX_DB_TIMEOUT} seconds")
