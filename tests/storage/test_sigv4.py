@@ -159,6 +159,12 @@ def test_upload_headers_are_exactly_the_signed_ones(storage: tuple[S3Storage, An
     }
     signed = "content-length%3Bcontent-type%3Bhost%3Bif-none-match%3Bx-amz-checksum-sha256"
     assert f"X-Amz-SignedHeaders={signed}&" in upload.url
+    adapter.conditional_writes = False  # BROKER_S3_CONDITIONAL_WRITES=off
+    plain = adapter.presign_put(
+        "t/b/k", size=1, content_type="a/b", sha256=None, expires_at=NOW + 60
+    )
+    assert plain.headers == {"Content-Length": "1", "Content-Type": "a/b"}
+    assert "X-Amz-SignedHeaders=content-length%3Bcontent-type%3Bhost&" in plain.url
     assert "X-Amz-Algorithm=AWS4-HMAC-SHA256" in upload.url  # SigV4, never SigV2
 
 
