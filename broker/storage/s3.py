@@ -58,7 +58,6 @@ class S3Storage:
         self.bucket = bucket
         self.conditional_writes = conditional_writes
         """Whether writes carry ``If-None-Match: *`` (``BROKER_S3_CONDITIONAL_WRITES``)."""
-        self._if_none_match: dict[str, str] = {"IfNoneMatch": "*"} if conditional_writes else {}
         self.connection = S3Connection(
             bucket=bucket,
             endpoint_url=endpoint_url,
@@ -67,6 +66,11 @@ class S3Storage:
             timeout=timeout,
             guard=guard,
         )
+
+    @property
+    def _if_none_match(self) -> dict[str, str]:
+        """The boto3 parameter that makes a write conditional, when writes are."""
+        return {"IfNoneMatch": "*"} if self.conditional_writes else {}
 
     @property
     def client(self) -> Any:
