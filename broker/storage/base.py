@@ -169,8 +169,9 @@ class Storage(Protocol):
         """
         ...
 
-    def iter_bytes(self, key: str) -> Iterator[bytes]:
-        """The object's bytes in chunks of at most HASH_CHUNK.
+    def iter_bytes(self, key: str, *, version_id: str | None = None) -> Iterator[bytes]:
+        """The object's bytes in chunks of at most HASH_CHUNK; with ``version_id``, that
+        version's (where storage keeps versions; others ignore it).
 
         Raises: FileNotFoundError when nothing is stored under ``key`` (also when it goes
         away before the first chunk); StorageUnavailable.

@@ -109,8 +109,9 @@ class LocalStorage:
             pointer = self.disk.read_pointer(self.disk.pointer_path(key))
         return None if pointer is None else self.disk.info(pointer)
 
-    def iter_bytes(self, key: str) -> Iterator[bytes]:
-        """Stream the stored bytes in HASH_CHUNK pieces."""
+    def iter_bytes(self, key: str, *, version_id: str | None = None) -> Iterator[bytes]:
+        """Stream the stored bytes in HASH_CHUNK pieces (no versions are kept here: objects
+        are written once)."""
         reading = disk_errors("read an object")
         with reading:
             handle = self._open_blob(key)

@@ -145,14 +145,16 @@ class S3Storage:
             version_id=None if version_id in (None, "null") else str(version_id),
         )
 
-    def iter_bytes(self, key: str) -> Iterator[bytes]:
-        """Stream the object in HASH_CHUNK pieces (bounded memory).
+    def iter_bytes(self, key: str, *, version_id: str | None = None) -> Iterator[bytes]:
+        """Stream the object (``version_id``'s, when given) in HASH_CHUNK pieces (bounded
+        memory).
 
         Each read is its own guarded call: a slow reader of the stream holds no storage
         slot between chunks."""
         with self.connection.errors("read an object"):
             try:
-                answer = self.client.get_object(Bucket=self.bucket, Key=key)
+                version = {} if version_id is None else {"VersionId": version_id}
+                answer = self.client.get_object(Bucket=self.bucket, Key=key, **version)
             except ClientError as exc:
                 if is_missing(exc):
                     raise FileNotFoundError(key) from exc

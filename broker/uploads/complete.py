@@ -98,7 +98,8 @@ class Completions(UseCase):
             if actual is None:
                 # Storage did not verify it: hash the object ourselves, in bounded memory.
                 hasher = hashlib.sha256()
-                for chunk in self.ctx.storage.iter_bytes(record.storage_key):
+                chunks = self.ctx.storage.iter_bytes(record.storage_key, version_id=info.version_id)
+                for chunk in chunks:
                     hasher.update(chunk)
                 actual = hasher.hexdigest()
             if actual != record.sha256:

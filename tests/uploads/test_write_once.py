@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from support import ENFORCING, Harness, StorageBackend, error_code
+from support import ENFORCING, S3_ONLY, Harness, StorageBackend, error_code
 
 
 @pytest.fixture
@@ -118,3 +118,22 @@ def test_completing_parts_over_a_stored_object_is_refused(h: Harness) -> None:
     assert b"".join(h.storage.iter_bytes(where)) == b"behind the broker's back"
     status = h.client.get(f"/v1/files/{created['id']}", headers=acme).json["status"]
     assert status == "pending"
+
+
+@S3_ONLY
+@pytest.mark.parametrize("mime_type", ["text/plain", "image/svg+xml"])  # redirected, streamed
+def test_in_a_versioned_bucket_downloads_serve_the_version_completion_validated(
+    h: Harness, mime_type: str
+) -> None:
+    s3 = h.s3
+    s3.client.put_bucket_versioning(Bucket=s3.bucket, VersioningConfiguration={"Status": "Enabled"})
+    acme = h.key()
+    done = h.upload(acme, b"<svg>validated</svg>", mime_type=mime_type)
+    record = h.record(done["id"])
+    assert record.version_id is not None
+    # Someone with bucket access writes over it (a service without conditional writes).
+    h.backend.put_object(h.storage, record.storage_key, b"<svg>replaced!</svg>", mime_type)
+    assert b"".join(h.storage.iter_bytes(record.storage_key)) == b"<svg>replaced!</svg>"
+    assert _content(h, acme, done["id"]) == b"<svg>validated</svg>"
+    again = h.client.get(f"/v1/files/{done['id']}", headers=acme).json
+    assert h.download(again["download_url"]).data == b"<svg>validated</svg>"
