@@ -259,6 +259,10 @@ class Settings:
     (None: ``off``)."""
     quota_pending_bytes: int | None = QUOTA_PENDING_BYTES
     """``BROKER_QUOTA_PENDING_BYTES``: the sum of their declared sizes (None: ``off``)."""
+    s3_conditional_writes: bool = True
+    """``BROKER_S3_CONDITIONAL_WRITES``: sign ``If-None-Match: *`` into upload URLs and send
+    it with the broker's own writes, so S3 writes each object once; ``off`` for a service
+    that ignores or refuses conditional writes (README: Storage)."""
 
     @property
     def is_sqlite(self) -> bool:
@@ -360,6 +364,7 @@ class Settings:
             "storage_breaker_cooldown": read.number(
                 "BROKER_STORAGE_BREAKER_COOLDOWN", 5.0, minimum=0.1
             ),
+            "s3_conditional_writes": boolean("BROKER_S3_CONDITIONAL_WRITES", True),
         }
         if settings["db_timeout"] > MAX_DB_TIMEOUT:  # type: ignore[operator]
             problems.append(f"BROKER_DB_TIMEOUT must be at most {MAX_DB_TIMEOUT} seconds")

@@ -82,8 +82,8 @@ class Context:
     @staticmethod
     def key(raw: str, *, namespace: str | None = None) -> str:
         """A client's key normalised against traversal (422 ``key.invalid``); with the
-        ``namespace`` it is stored under (``{tenant}/{bucket}``), also refused when the
-        storage key would be over S3's 1,024 UTF-8 bytes (storage could never hold it)."""
+        ``namespace`` it is stored under (``{tenant}/{bucket}/{file id}``), also refused when
+        the storage key would be over S3's 1,024 UTF-8 bytes (storage could never hold it)."""
         try:
             key = normalise_key(raw)
             if namespace is not None and len(key) > MAX_DECLARED_KEY:

@@ -38,6 +38,7 @@ ErrorCode = Literal[
     "request.headers_too_large",
     "upload.size_exceeds_limit",
     "request.range_not_satisfiable",
+    "upload.already_stored",
     "validation.failed",
     "idempotency.mismatch",
     "upload.size_mismatch",
@@ -86,6 +87,10 @@ CATALOGUE: Mapping[ErrorCode, tuple[int, str]] = {
     "request.headers_too_large": (431, "The request's headers are too large."),
     "upload.size_exceeds_limit": (413, "The declared size exceeds the bucket's limit."),
     "request.range_not_satisfiable": (416, "The requested range is outside the object."),
+    "upload.already_stored": (
+        412,
+        "An object is already stored for this upload; a signed URL writes its object once.",
+    ),
     "validation.failed": (422, "The request is not valid."),
     "idempotency.mismatch": (422, "This Idempotency-Key was used with a different request."),
     "upload.size_mismatch": (422, "The stored size differs from the declared size."),

@@ -172,7 +172,7 @@ def test_sweep_expires_a_stale_upload_and_deletes_its_bytes(env: dict[str, str])
         .json
     )
     storage = app.extensions["broker"].storage
-    assert storage.head(f"acme/default/{stale['key']}") is not None
+    assert storage.head(f"acme/default/{stale['id']}/{stale['key']}") is not None
 
     result = CliRunner().invoke(main, ["sweep", "--grace", "0s"])
     assert result.exit_code == 0, result.output
@@ -181,7 +181,7 @@ def test_sweep_expires_a_stale_upload_and_deletes_its_bytes(env: dict[str, str])
     assert (report["errors"], report["skipped"]) == (0, False)
     gone = client.get(f"/v1/files/{stale['id']}", headers=headers).json
     assert (gone["status"], gone["failure_code"]) == ("failed", "upload.expired")
-    assert storage.head(f"acme/default/{stale['key']}") is None
+    assert storage.head(f"acme/default/{stale['id']}/{stale['key']}") is None
     assert client.get(f"/v1/files/{fresh['id']}", headers=headers).json["status"] == "pending"
 
 

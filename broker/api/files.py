@@ -101,8 +101,9 @@ def get(who: Principal, file_id: str) -> FileView:
 
 @bp.post("/<file_id>/complete")
 @operation(
-    summary="Validate the stored object and finalise", body=CompleteSchema, **_ON_A_PENDING_FILE
-)
+    summary="Validate the stored object and finalise", body=CompleteSchema,
+    **{**_ON_A_PENDING_FILE, "errors": (400, 401, 403, 404, 409, 412, 422, 503)},
+)  # fmt: skip
 def complete(who: Principal, file_id: str, body: dict[str, Any]) -> FileView:
     """Validate the stored object against the declaration and finalise the file."""
     return service().completions.complete(who, file_id, body.get("parts"))

@@ -54,6 +54,9 @@ files = Table(
     Column("proxied", Boolean, nullable=False, server_default=false()),
     Column("joining_since", BigInteger),
     Column("token_id", String(40)),
+    Column("object_key", String(1024)),
+    Column("etag", String(255)),
+    Column("version_id", String(1024)),
 )
 # A key is held by at most one live (pending or complete) file per tenant and bucket;
 # failed and aborted files keep their row for the record but free the key.

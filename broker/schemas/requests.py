@@ -193,7 +193,7 @@ class TokenCreateSchema(StrictSchema):
         FullMatch(KEY_PREFIX_PATTERN, error="Not the start of a valid key."),
         metadata={"description": "Every key the token declares starts with it; generated "
                   "keys are put under it (another key: 403 auth.forbidden). With "
-                  "'{tenant}/{bucket}/' before it and 26 characters after, at most 1024 "
+                  "'{tenant}/{bucket}/{file id}/' before it and 26 characters after, at most 1024 "
                   "UTF-8 bytes (else 422)."},
     )  # fmt: skip
     max_size = fields.Integer(
