@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install LocalStack (S3 only) into .cache/localstack-venv, once. The test suite starts it
 # on 127.0.0.1 with signature validation ON: it is the real S3 peer that enforces signed
-# lengths, types, checksums and expiry (moto does not; see ../shared/S3-PEERS.md).
+# lengths, types, checksums and expiry (moto does not).
 # Pinned to 4.13.1, the newest release that runs on Python 3.11, with the pins it needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
