@@ -11,12 +11,15 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .config import ConfigError, ServerSettings, Settings
 from .models import Scope
+
+if TYPE_CHECKING:
+    from .storage import S3Storage
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smh]?)\s*$")
 _UNIT = {"": 1, "s": 1, "m": 60, "h": 3600}
@@ -255,25 +258,15 @@ def s3() -> None:
     help="Lifecycle: abort incomplete multipart uploads after this many days.",
 )
 def s3_setup(create_bucket: bool, abort_multipart_days: int) -> None:
-    """Prepare the bucket: CORS for BROKER_CORS_ORIGINS (PUT/GET, ETag exposed) and a
-    lifecycle rule that aborts incomplete multipart uploads."""
+    """Prepare the bucket: CORS for BROKER_CORS_ORIGINS (PUT/GET with the headers the broker
+    signs, ETag exposed) and a lifecycle rule that aborts incomplete multipart uploads."""
     from .errors import BrokerError
-    from .storage.s3_connection import S3Connection
     from .storage.s3_setup import setup
 
     settings = _settings()
-    if settings.storage != "s3" or not settings.s3_bucket:
-        raise click.ClickException("set BROKER_STORAGE=s3 and BROKER_S3_BUCKET first")
-    connection = S3Connection(
-        bucket=settings.s3_bucket,
-        endpoint_url=settings.s3_endpoint_url,
-        region=settings.s3_region,
-        clock=time.time,
-        timeout=settings.storage_timeout,
-    )
     try:
         done = setup(
-            connection,
+            _s3_storage(settings),
             create=create_bucket,
             cors_origins=settings.cors_origins,
             abort_multipart_days=abort_multipart_days,
@@ -284,6 +277,45 @@ def s3_setup(create_bucket: bool, abort_multipart_days: int) -> None:
         click.echo(line)
     if not settings.cors_origins:
         click.echo("CORS: none applied (BROKER_CORS_ORIGINS is empty; browsers cannot PUT)")
+
+
+@s3.command("check")
+def s3_check() -> None:
+    """Check that the bucket's CORS rule lets each BROKER_CORS_ORIGINS origin PUT (with the
+    headers the broker signs) and GET, and exposes ETag; print what is missing, exit 1."""
+    from .errors import BrokerError
+    from .storage.s3_cors import CorsCheck
+
+    settings = _settings()
+    if not settings.cors_origins:
+        click.echo("CORS: nothing to check (BROKER_CORS_ORIGINS is empty)")
+        return
+    check = CorsCheck(_s3_storage(settings), settings.cors_origins, clock=time.time)
+    try:
+        problems = check.problems()
+    except BrokerError as exc:
+        raise click.ClickException(exc.message) from exc
+    for problem in problems:
+        click.echo(f"CORS missing: {problem}")
+    if problems:
+        click.echo("run `broker s3 setup` to write a rule that admits them", err=True)
+        raise SystemExit(1)
+    click.echo(f"CORS: ok for {', '.join(settings.cors_origins)}")
+
+
+def _s3_storage(settings: Settings) -> S3Storage:
+    """The configured S3 bucket, for operator commands (a usage error without one)."""
+    from .storage import S3Storage
+
+    if settings.storage != "s3" or not settings.s3_bucket:
+        raise click.ClickException("set BROKER_STORAGE=s3 and BROKER_S3_BUCKET first")
+    return S3Storage(
+        bucket=settings.s3_bucket,
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+        clock=time.time,
+        timeout=settings.storage_timeout,
+    )
 
 
 @contextlib.contextmanager

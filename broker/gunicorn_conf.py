@@ -74,13 +74,17 @@ gunicorn.util.write_error = write_error
 
 
 def on_starting(server: Any) -> None:
-    """In the master, before it forks: validate the configuration and migrate (or check) the
-    database once. Workers never touch the database as they boot (``create_app``), so one
-    replaced while the database is locked or down boots and answers 503 until it is back."""
+    """In the master, before it forks: validate the configuration, migrate (or check) the
+    database once, and warn when the bucket's CORS rule would refuse the configured origins.
+    Workers never touch the database as they boot (``create_app``), so one replaced while
+    the database is locked or down boots and answers 503 until it is back."""
     from broker import create_app, prepare_database
 
-    create_app()
+    app = create_app()
     prepare_database()
+    storage_cors = app.extensions["broker"].storage_cors
+    if storage_cors is not None:  # a warning line when browsers would be refused
+        storage_cors.log_at_start()
 
 
 def post_fork(server: Any, worker: Any) -> None:

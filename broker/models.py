@@ -178,6 +178,14 @@ class StoredPart:
 
 
 @dataclass(frozen=True)
+class SignedDownload:
+    """Where a complete file's bytes can be fetched, until ``expires_at``."""
+
+    url: str
+    expires_at: int
+
+
+@dataclass(frozen=True)
 class FileView:
     """A file as the API shows it: the record plus what storage says and fresh URLs."""
 

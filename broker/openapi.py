@@ -86,10 +86,13 @@ def _head(get: dict[str, Any]) -> dict[str, Any]:
 def _operation(op: Operation, path_parameters: list[dict[str, Any]]) -> dict[str, Any]:
     status, schema = op.response
     success: dict[str, Any] = {"description": op.summary}
+    media: dict[str, Any] = {}
     if schema is not None:
-        success["content"] = {_JSON: {"schema": schema}}
-    elif op.produces:
-        success["content"] = {op.produces: {"schema": _produced(op.produces)}}
+        media[_JSON] = {"schema": schema}
+    if op.produces:  # bytes a view renders itself (beside the JSON form, if any)
+        media[op.produces] = {"schema": _produced(op.produces)}
+    if media:
+        success["content"] = media
     responses: dict[str, Any] = {str(status): success}
     for other, description in op.also:
         answer: dict[str, Any] = {"description": description}

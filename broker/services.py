@@ -19,7 +19,8 @@ from .files import Files
 from .keys import Keys
 from .links import DownloadLinks
 from .schemas import FileSchema
-from .storage import Storage, build_storage
+from .storage import S3Storage, Storage, build_storage
+from .storage.s3_cors import CorsCheck
 from .uploads.complete import Completions
 from .uploads.declare import Declarations
 from .uploads.form import ProxiedUploads
@@ -42,6 +43,8 @@ class Services:
     downloads: Downloads
     keys: Keys
     tokens: Tokens
+    storage_cors: CorsCheck | None = None
+    """S3's CORS rule checked against ``BROKER_CORS_ORIGINS`` (None: nothing to check)."""
 
     @property
     def settings(self) -> Settings:
@@ -77,6 +80,9 @@ def build(
     )
     links = DownloadLinks(settings.secret_key, base_url=base_url, clock=clock)
     ctx = Context(settings, MetadataStore(database), storage, links, clock)
+    storage_cors = None
+    if isinstance(storage, S3Storage) and settings.cors_origins:
+        storage_cors = CorsCheck(storage, settings.cors_origins, clock)
     views = FileViews(ctx)
     browser_tokens = BrowserTokens(settings.secret_key, clock)
     auth = Authenticator(
@@ -99,4 +105,5 @@ def build(
         downloads=Downloads(ctx, views),
         keys=Keys(ctx, auth),
         tokens=Tokens(ctx, browser_tokens),
+        storage_cors=storage_cors,
     )

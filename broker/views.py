@@ -10,6 +10,7 @@ from .models import (
     FileView,
     MultipartInstructions,
     PartUpload,
+    SignedDownload,
     Status,
     UploadInstructions,
 )
@@ -105,19 +106,25 @@ class FileViews:
         )
 
     def download_url(self, record: FileRecord) -> str:
-        """A fresh URL for a complete file: storage's own, unless storage cannot serve it
-        safely (active content without nosniff), then the broker's streaming link."""
+        """A fresh URL for a complete file (``download``'s URL)."""
+        return self.download(record).url
+
+    def download(self, record: FileRecord) -> SignedDownload:
+        """A fresh URL for a complete file and its expiry: storage's own, unless storage
+        cannot serve it safely (active content without nosniff), then the broker's
+        streaming link."""
         ctx = self.ctx
         until = ctx.now() + min(ctx.settings.download_ttl, ctx.policy_of(record).max_url_ttl)
         if is_active_content(record.mime_type) and not ctx.storage.serves_nosniff:
-            return ctx.links.sign(record.tenant, record.id, until)
-        return ctx.storage.presign_get(
+            return SignedDownload(ctx.links.sign(record.tenant, record.id, until), until)
+        url = ctx.storage.presign_get(
             record.storage_key,
             filename=display_name(record.name),
             content_type=record.mime_type,
             attachment=is_active_content(record.mime_type),
             expires_at=until,
         )
+        return SignedDownload(url, until)
 
 
 class UseCase:

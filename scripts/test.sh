@@ -10,6 +10,7 @@ fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 bash scripts/services.sh
 bash scripts/localstack.sh
+bash scripts/browser.sh
 
 .venv/bin/ruff check broker tests
 .venv/bin/ruff format --check broker tests

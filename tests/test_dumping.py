@@ -19,10 +19,18 @@ from broker.dumping import dumper, generate
 from broker.files import BucketView, FilePage
 from broker.health import Health
 from broker.keys import CreatedKey
-from broker.models import ApiKeyRecord, FileView, StoredPart, TokenGrant, UploadInstructions
+from broker.models import (
+    ApiKeyRecord,
+    FileView,
+    SignedDownload,
+    StoredPart,
+    TokenGrant,
+    UploadInstructions,
+)
 from broker.schemas import (
     BlobStoredSchema,
     BucketListSchema,
+    DownloadSchema,
     ErrorSchema,
     FilePageSchema,
     FileSchema,
@@ -91,6 +99,7 @@ ANSWERS: dict[type[Schema], list[Any]] = {
         MintedToken(token="bt_y", grant=_GRANT),
     ],
     HealthSchema: [Health(), Health("degraded", {"database": "ok"}), {"status": "ok"}],
+    DownloadSchema: [SignedDownload("https://s3/x?sig", 1_800_000_300), {"url": "u"}],
     UploadSchema: [_UPLOAD, VIEWS[7].upload, {"url": "u", "headers": {}}],
     BlobStoredSchema: [{"etag": '"e"', "size": 3, "sha256": "ab"}, {"etag": "e"}],
     ErrorSchema: [

@@ -24,6 +24,7 @@ from broker.codegen import Unsupported
 from broker.loading import generate, loader
 from broker.schemas import (
     CompleteSchema,
+    DownloadQuerySchema,
     FileCreateSchema,
     FormUploadSchema,
     KeyCreateSchema,
@@ -76,6 +77,7 @@ PLAIN: dict[type[Schema], list[Any]] = {
         {"bucket": "b", "key_prefix": "..x", "origin": "http://[::1]:3000", "ttl": 1},
     ],
     KeyListQuerySchema: [{}, {"tenant": "acme"}, {"tenant": "acme", "other": "x"}],
+    DownloadQuerySchema: [{}, {"other": "x"}],
 }
 
 # ... and bodies it leaves to marshmallow: odd but valid, or invalid.
@@ -159,6 +161,14 @@ OTHER: dict[type[Schema], list[Any]] = {
         {"bucket": "default", "origin": "https://app.example/path"},
         {"bucket": "default", "origin": "null"},
         {"bucket": "default", "scopes": ["admin"]},
+    ],
+    DownloadQuerySchema: [
+        {"redirect": "false"},
+        {"redirect": "true"},
+        {"redirect": "True"},
+        {"redirect": "0"},
+        {"redirect": True},
+        {"redirect": ""},
     ],
 }
 

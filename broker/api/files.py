@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, g, jsonify, request
 
 from ..loading import loader
 from ..models import FileView, Principal, Scope
@@ -17,6 +17,7 @@ from ..schemas import (
 )
 from ..uploads.declare import Declared
 from . import load, service
+from .downloads import DOWNLOAD_ANSWERS, REDIRECT, as_url, redirect, wants_url
 from .forms import read_form
 from .operations import operation
 
@@ -113,13 +114,19 @@ def parts(who: Principal, file_id: str, body: dict[str, Any]) -> FileView:
 
 @bp.get("/<file_id>/content")
 @operation(
-    summary="Download: 302 to a fresh signed URL", response=(302, None),
-    errors=(401, 403, 404, 409), token=True,
-)  # fmt: skip
-def content(who: Principal, file_id: str) -> Response:
-    """302 to a fresh signed download URL."""
-    url = service().downloads.url(who, file_id)
-    return Response(status=302, headers={"Location": url, "Cache-Control": "no-store"})
+    summary="Download: 302 to a fresh signed URL, or that URL as JSON",
+    errors=(401, 403, 404, 409, 422, 503),
+    also=(REDIRECT,),
+    token=True,
+    description="A complete file: 302 to a fresh signed GET URL; with ?redirect=false or "
+    "Accept: application/json, 200 {url, expires_at} instead (what a browser's fetch() "
+    "follows cross-origin). 409 upload.not_received while pending.",
+    **DOWNLOAD_ANSWERS,
+)
+def content(who: Principal, file_id: str, query: dict[str, Any]) -> Any:
+    """302 to a fresh signed download URL, or its JSON form."""
+    signed = service().downloads.signed(who, file_id)
+    return as_url(signed) if wants_url(query) else redirect(signed.url)
 
 
 @bp.delete("/<file_id>")

@@ -16,11 +16,14 @@ bp = Blueprint("meta", __name__)
 @bp.get("/v1/health")
 @operation(
     summary="Health of the database and storage", response=(200, HealthSchema), errors=(503,),
-    auth=False,
+    auth=False, description="checks.storage_cors (S3 with BROKER_CORS_ORIGINS set): whether "
+    "the bucket's CORS rule admits those origins: ok, missing: <what>, or unknown: <why>. "
+    "It never makes health fail.",
 )  # fmt: skip
 def health() -> health_check.Health:
     """200 when the database and storage answer; 503 with the failing check otherwise."""
-    return health_check.check(service().ctx)
+    services = service()
+    return health_check.check(services.ctx, services.storage_cors)
 
 
 @bp.get("/openapi.json")

@@ -181,6 +181,19 @@ class ErrorSchema(Schema):
     request_id = fields.String()
 
 
+class DownloadSchema(Schema):
+    """The JSON form of a download (``?redirect=false`` or ``Accept: application/json``)."""
+
+    url = fields.String(
+        metadata={
+            "description": "A signed GET URL: storage's own, or for active content that "
+            "storage cannot mark nosniff (S3), a broker link that streams the bytes. It needs "
+            "no key; fetch it before expires_at."
+        }
+    )
+    expires_at = fields.Integer(metadata={"description": "When url stops working."})
+
+
 class HealthSchema(Schema):
     """``GET /v1/health``."""
 
@@ -218,6 +231,7 @@ _always_present(
     TokenSchema,
     ErrorBodySchema,
     ErrorSchema,
+    DownloadSchema,
     HealthSchema,
     BlobStoredSchema,
 )

@@ -136,6 +136,23 @@ class ListQuerySchema(Schema):
     status = _text(validate.OneOf([s.value for s in Status]))
 
 
+class DownloadQuerySchema(Schema):
+    """Query of the download routes (``/v1/files/{id}/content``, ``/v1/downloads/{token}``)."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    redirect = fields.Boolean(
+        truthy={"true"},
+        falsy={"false"},
+        metadata={
+            "description": "false: answer 200 {url, expires_at} instead of the 302 (or "
+            "the streamed bytes); true: the 302 whatever Accept says. Without it, "
+            "Accept decides: JSON when application/json is the type it prefers most."
+        },
+    )
+
+
 class KeyCreateSchema(StrictSchema):
     """Body of ``POST /v1/keys``."""
 

@@ -6,11 +6,13 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from .s3 import S3Storage
 from .s3_connection import S3Connection, is_missing
+from .s3_cors import browser_headers, cors_rule
 
 
 def setup(
-    connection: S3Connection,
+    storage: S3Storage,
     *,
     create: bool,
     cors_origins: tuple[str, ...],
@@ -20,6 +22,7 @@ def setup(
 
     Returns what was done, one line each, for the CLI to print; raises StorageUnavailable.
     """
+    connection = storage.connection
     client, bucket = connection.client, connection.bucket
     done: list[str] = []
     with connection.errors("set up the bucket"):
@@ -35,21 +38,15 @@ def setup(
                 client.create_bucket(**params)
                 done.append(f"created bucket {bucket}")
         if cors_origins:
+            headers = browser_headers(storage)
             client.put_bucket_cors(
                 Bucket=bucket,
-                CORSConfiguration={
-                    "CORSRules": [
-                        {
-                            "AllowedOrigins": list(cors_origins),
-                            "AllowedMethods": ["PUT", "GET", "HEAD"],
-                            "AllowedHeaders": ["*"],
-                            "ExposeHeaders": ["ETag", "x-amz-checksum-sha256"],
-                            "MaxAgeSeconds": 600,
-                        }
-                    ]
-                },
+                CORSConfiguration={"CORSRules": [cors_rule(cors_origins, headers)]},
             )
-            done.append(f"CORS: PUT/GET/HEAD from {', '.join(cors_origins)}, ETag exposed")
+            done.append(
+                f"CORS: PUT/GET/HEAD from {', '.join(cors_origins)} with headers "
+                f"{', '.join(headers)}, ETag exposed"
+            )
         client.put_bucket_lifecycle_configuration(
             Bucket=bucket,
             LifecycleConfiguration={

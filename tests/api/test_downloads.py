@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from support import ENFORCING, S3_ONLY, Harness, error_code
+from support import ENFORCING, S3_ONLY, Harness, error_code, path_of
 
 BODY = b"hello"
 
@@ -139,3 +139,80 @@ def test_active_content_is_streamed_by_the_broker_with_nosniff(harness: Harness)
     # Everything else still goes straight to the bucket.
     plain = harness.upload(acme, b"text", name="t.txt")
     assert "/v1/downloads/" not in plain["download_url"]
+
+
+# -- the JSON form: the signed URL itself, for clients that cannot follow the redirect ----
+
+BROWSER_NAVIGATION = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+
+def download_routes(
+    harness: Harness, acme: dict[str, str], data: bytes, **fields: str
+) -> list[str]:
+    """Upload ``data``; the paths that download it: ``/content`` and the pending file's
+    ``download_url`` (the broker's own link)."""
+    created = harness.declare(acme, size=len(data), **fields)
+    assert harness.put(created["upload"], data).status_code == 200
+    done = harness.client.post(f"/v1/files/{created['id']}/complete", headers=acme)
+    assert done.status_code == 200, done.json
+    return [f"/v1/files/{created['id']}/content", path_of(created["download_url"])]
+
+
+@pytest.mark.parametrize(
+    ("query", "accept", "json_form"),
+    [
+        ("?redirect=false", None, True),
+        ("", "application/json", True),
+        ("", "application/json, text/plain;q=0.5", True),
+        ("?redirect=true", "application/json", False),  # the query wins
+        ("?redirect=false", BROWSER_NAVIGATION, True),
+        ("", None, False),
+        ("", "*/*", False),  # what fetch() sends by default
+        ("", BROWSER_NAVIGATION, False),
+        ("", "application/json, */*", False),  # no preference for JSON: the redirect
+    ],
+)
+def test_download_answers_the_url_as_json_when_asked(
+    harness: Harness, acme: dict[str, str], query: str, accept: str | None, json_form: bool
+) -> None:
+    headers = {**acme, **({"Accept": accept} if accept else {})}
+    for path in download_routes(harness, acme, BODY):
+        response = harness.client.get(path + query, headers=headers)
+        assert response.headers["Cache-Control"] == "no-store"
+        assert "Accept" in response.headers["Vary"]
+        if not json_form:
+            assert response.status_code == 302, response.data
+            continue
+        assert response.status_code == 200, response.json
+        assert set(response.json) == {"url", "expires_at"}
+        assert response.json["expires_at"] == harness.clock() + 300  # BROKER_DOWNLOAD_TTL
+        assert harness.download(response.json["url"]).data == BODY
+
+
+def test_json_form_of_a_pending_file_is_409(harness: Harness, acme: dict[str, str]) -> None:
+    created = harness.declare(acme)
+    for url in (f"/v1/files/{created['id']}/content", path_of(created["download_url"])):
+        response = harness.client.get(url + "?redirect=false", headers=acme)
+        assert (response.status_code, error_code(response)) == (409, "upload.not_received")
+
+
+def test_json_form_refuses_a_redirect_value_it_does_not_know(
+    harness: Harness, acme: dict[str, str]
+) -> None:
+    done = harness.upload(acme, BODY)
+    response = harness.client.get(f"/v1/files/{done['id']}/content?redirect=no", headers=acme)
+    assert (response.status_code, error_code(response)) == (422, "validation.failed")
+    assert "redirect" in response.json["error"]["details"]
+
+
+@S3_ONLY
+def test_json_form_of_active_content_on_s3_is_a_link_that_streams(harness: Harness) -> None:
+    """Where the broker streams the bytes itself, the JSON form gives a fresh broker link."""
+    acme = harness.key("acme")
+    page = b"<svg xmlns='http://www.w3.org/2000/svg'/>"
+    for path in download_routes(harness, acme, page, name="x.svg", mime_type="image/svg+xml"):
+        answer = harness.client.get(path + "?redirect=false", headers=acme).json
+        assert "/v1/downloads/" in answer["url"]
+        served = harness.download(answer["url"])
+        assert (served.status_code, served.data) == (200, page)
+        assert served.headers["X-Content-Type-Options"] == "nosniff"

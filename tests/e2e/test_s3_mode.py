@@ -351,7 +351,7 @@ def test_s3_setup_lets_the_app_origin_upload_from_a_browser(
     done = _setup_bucket(env, tmp_path)
     assert done.returncode == 0, done.stderr
     assert f"created bucket {bucket.name}" in done.stdout
-    assert f"CORS: PUT/GET/HEAD from {APP_ORIGIN}, ETag exposed" in done.stdout
+    assert f"CORS: PUT/GET/HEAD from {APP_ORIGIN} with headers" in done.stdout
     assert "lifecycle: abort incomplete multipart uploads after 1 day(s)" in done.stdout
     again = _setup_bucket(env, tmp_path)  # a release step runs it on every deploy
     assert again.returncode == 0, again.stderr
@@ -362,6 +362,7 @@ def test_s3_setup_lets_the_app_origin_upload_from_a_browser(
     assert rules[0]["Status"] == "Enabled"
 
     server = start_broker(s3=bucket, **settings)
+    assert "storage CORS" not in server.stderr()  # the rule admits the origin: no warning
     tenant = server.tenant()
     file = tenant.declare(CONTENT, mime_type="text/plain")
     url = file["upload"]["url"]
@@ -393,6 +394,20 @@ def test_s3_setup_lets_the_app_origin_upload_from_a_browser(
     assert put.headers["etag"]
     assert tenant.complete(file["id"]).status_code == 200
     assert tenant.download(file["id"]) == CONTENT
+
+
+def test_a_bucket_without_the_cors_rule_is_reported_at_start_and_in_health(
+    localstack: Any, start_broker: Callable[..., BrokerServer]
+) -> None:
+    """The issue's finding: a bucket lacking CORS used to look healthy while every browser
+    upload failed. Now the master says so at start, and health says so (still 200)."""
+    bucket = S3Bucket(name=localstack.new_bucket(), client=localstack.client())
+    settings = {**s3_env(localstack.endpoint, bucket.name), "BROKER_CORS_ORIGINS": APP_ORIGIN}
+    server = start_broker(s3=bucket, **settings)
+    assert "storage CORS missing: the bucket has no CORS rules" in server.stderr()
+    health = httpx.get(f"{server.url}/v1/health", timeout=10, trust_env=False)
+    assert health.status_code == 200
+    assert health.json()["checks"]["storage_cors"] == "missing: the bucket has no CORS rules"
 
 
 # -- 5. storage outage --------------------------------------------------------------------
