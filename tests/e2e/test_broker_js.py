@@ -1,0 +1,262 @@
+"""``broker.js`` in real headless Chromium: a page on its own loopback origin imports
+``/static/broker.js`` from the broker, holds only a browser token (minted here through
+``POST /v1/tokens`` with a ``files:write`` key, as a frontend's backend would), and uploads
+through it straight to storage: S3 (LocalStack, the bucket's CORS rule written by
+``broker s3 setup``'s code) and the embedded store.
+
+The bucket goes multipart above 5 MiB in 5 MiB parts (S3's minimum), so a multipart file
+takes three parts here. Every byte is made in the page, and the file is read back through
+the JSON download form (``client.downloadUrl``), in the page and here with the key.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser
+
+from broker.storage import S3Storage
+from broker.storage.s3_setup import setup
+
+from .browser import Frontend, chromium, frontend, page_origin
+from .conftest import BrokerServer, S3Bucket, running_broker, s3_env, sha256_hex
+
+pytestmark = pytest.mark.e2e
+
+MiB = 1024 * 1024
+PART = 5 * MiB
+BUCKETS = f"""
+[buckets.default]
+multipart_threshold = {PART}
+part_size = {PART}
+"""
+
+# Runs in the page: import broker.js from the broker, make `size` random bytes, upload
+# them with the token, read them back through the JSON download form. Answers what a
+# frontend would see: the file, both SHA-256s, the progress reported, or the BrokerError.
+UPLOAD = """
+async ([base, token, size, options]) => {
+  const { BrokerClient } = await import(`${base}/static/broker.js`);
+  const bytes = new Uint8Array(size);
+  for (let at = 0; at < size; at += 65536) {
+    crypto.getRandomValues(bytes.subarray(at, Math.min(size, at + 65536)));
+  }
+  const hex = async (data) => Array.from(
+    new Uint8Array(await crypto.subtle.digest("SHA-256", data)),
+    (b) => b.toString(16).padStart(2, "0")).join("");
+  const { abortAt, ...clientOptions } = options;
+  const client = new BrokerClient({ baseUrl: base, getToken: async () => token,
+                                    concurrency: 3, ...clientOptions });
+  const controller = new AbortController();
+  const progress = [];
+  try {
+    const file = await client.upload(new Blob([bytes], { type: "application/octet-stream" }), {
+      name: "random.bin", metadata: { from: "page" }, signal: controller.signal,
+      onProgress: ({ loaded, total }) => {
+        progress.push([loaded, total]);
+        if (abortAt && loaded >= abortAt) controller.abort();
+      },
+    });
+    const { url } = await client.downloadUrl(file.id);
+    const back = await (await fetch(url)).arrayBuffer();
+    return { file, sent: await hex(bytes), received: await hex(back), progress };
+  } catch (error) {
+    const { name, code, message, status, requestId } = error;
+    return { error: { name, code, message, status, requestId }, progress };
+  }
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """One Chromium for every test here."""
+    with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture(scope="module")
+def app_origin() -> Iterator[str]:
+    """The frontend's origin: in BROKER_CORS_ORIGINS and so in the bucket's rule."""
+    with page_origin() as origin:
+        yield origin
+
+
+@pytest.fixture(scope="module")
+def buckets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("buckets") / "buckets.toml"
+    path.write_text(BUCKETS)
+    return path
+
+
+@pytest.fixture(scope="module")
+def s3_server(
+    tmp_path_factory: pytest.TempPathFactory, localstack: Any, app_origin: str, buckets: Path
+) -> Iterator[BrokerServer]:
+    """The broker on a LocalStack bucket prepared by ``broker s3 setup``'s own code."""
+    bucket = S3Bucket(name=localstack.new_bucket(), client=localstack.client())
+    storage = S3Storage(
+        bucket=bucket.name, endpoint_url=localstack.endpoint, region="us-east-1", clock=time.time
+    )
+    setup(storage, create=False, cors_origins=(app_origin,))
+    env = {
+        **s3_env(localstack.endpoint, bucket.name),
+        "BROKER_CORS_ORIGINS": app_origin,
+        "BROKER_BUCKETS": str(buckets),
+    }
+    with running_broker(tmp_path_factory.mktemp("js-s3"), healthy=True, s3=bucket, **env) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def local_server(
+    tmp_path_factory: pytest.TempPathFactory, app_origin: str, buckets: Path
+) -> Iterator[BrokerServer]:
+    """The broker on its embedded store."""
+    base = tmp_path_factory.mktemp("js-local")
+    with running_broker(
+        base, BROKER_CORS_ORIGINS=app_origin, BROKER_BUCKETS=str(buckets)
+    ) as server:
+        yield server
+
+
+@pytest.fixture(params=["s3", "local"])
+def server(request: pytest.FixtureRequest) -> BrokerServer:
+    found: BrokerServer = request.getfixturevalue(f"{request.param}_server")
+    return found
+
+
+@pytest.fixture
+def app(browser: Browser, app_origin: str) -> Iterator[Frontend]:
+    with frontend(browser, app_origin) as opened:
+        yield opened
+
+
+class Backend:
+    """A frontend's backend: a tenant's ``files:write`` key that mints browser tokens."""
+
+    def __init__(self, server: BrokerServer, origin: str) -> None:
+        self.server, self.origin = server, origin
+        self.tenant = f"t{secrets.token_hex(6)}"
+        self.key = server.create_key(self.tenant, scopes=["files:read", "files:write"])
+        self.http: httpx.Client = server.client(self.key["key"])
+
+    def token(self, **limits: Any) -> str:
+        answer = self.http.post(
+            "/v1/tokens", json={"bucket": "default", "origin": self.origin, **limits}
+        )
+        assert answer.status_code == 201, answer.text
+        token: str = answer.json()["token"]
+        return token
+
+    def files(self) -> list[dict[str, Any]]:
+        """Every file of the tenant (newest first)."""
+        answer = self.http.get("/v1/buckets/default/files", params={"limit": 1000})
+        assert answer.status_code == 200, answer.text
+        files: list[dict[str, Any]] = answer.json()["data"]
+        return files
+
+    def download(self, file_id: str) -> bytes:
+        """The file's bytes as the key reads them (the JSON form, then storage's URL)."""
+        signed = self.http.get(f"/v1/files/{file_id}/content", params={"redirect": "false"})
+        assert signed.status_code == 200, signed.text
+        return httpx.get(signed.json()["url"], timeout=30).content
+
+
+def _upload(page: Frontend, server: BrokerServer, token: str, size: int, **options: Any) -> Any:
+    return page.page.evaluate(UPLOAD, [server.url, token, size, options])
+
+
+def _stored_objects(server: BrokerServer, tenant: str) -> list[str]:
+    """What storage holds for ``tenant``: S3's listing, or the embedded store's files."""
+    if server.s3 is not None:
+        listing = server.s3.client.list_objects_v2(Bucket=server.s3.name, Prefix=f"{tenant}/")
+        return [item["Key"] for item in listing.get("Contents", [])]
+    blobs = server.data_dir / "blobs"  # objects/<tenant>/…, and any upload's parts or temp
+    held = [*(blobs / "objects" / tenant).rglob("*"), *(blobs / "uploads").rglob("*")]
+    return [str(p) for p in [*held, *(blobs / "tmp").rglob("*")] if p.is_file()]
+
+
+# -- tests ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [100_000, 2 * PART + 12_345], ids=["small", "multipart"])
+def test_a_page_with_a_token_uploads_byte_identical_files(
+    app: Frontend, server: BrokerServer, app_origin: str, size: int, tmp_path: Path
+) -> None:
+    backend = Backend(server, app_origin)
+    puts: list[str] = []
+    app.page.on("request", lambda r: puts.append(r.url) if r.method == "PUT" else None)
+    result = _upload(app, server, backend.token(), size)
+    assert "error" not in result, (result.get("error"), app.console)
+    file = result["file"]
+    assert (file["status"], file["size"], file["name"]) == ("complete", size, "random.bin")
+    assert file["metadata"]["from"] == "page"
+    assert result["received"] == result["sent"]  # read back in the page
+    assert sha256_hex(backend.download(file["id"])) == result["sent"]  # and with the key
+    progress = result["progress"]
+    assert progress[-1] == [size, size]
+    assert all(total == size and 0 <= loaded <= size for loaded, total in progress)
+    assert len(puts) == -(-size // PART)  # one PUT, or one per 5 MiB part
+    assert not any(url.startswith(f"{server.url}/v1/files") for url in puts)
+    if size > PART:
+        assert len(progress) > len(puts)  # reported while the parts went up
+    app.page.screenshot(path=tmp_path / "page.png")
+
+
+def test_a_file_over_the_token_s_limit_is_refused_before_any_byte_is_sent(
+    app: Frontend, server: BrokerServer, app_origin: str
+) -> None:
+    backend = Backend(server, app_origin)
+    sent: list[str] = []
+    app.page.on("request", lambda request: sent.append(f"{request.method} {request.url}"))
+    result = _upload(app, server, backend.token(max_size=4096), 4097, retries=0)
+    error = result.get("error")
+    assert error is not None, result
+    assert (error["name"], error["code"], error["status"]) == (
+        "BrokerError",
+        "upload.size_exceeds_limit",
+        413,
+    )
+    assert error["requestId"].startswith("req_")
+    assert [line for line in sent if not line.endswith("/static/broker.js")] == [
+        f"POST {server.url}/v1/files"
+    ]  # the declaration only: no PUT anywhere
+    assert backend.files() == []
+    assert _stored_objects(server, backend.tenant) == []
+
+
+def test_a_page_from_another_origin_is_refused(
+    browser: Browser, server: BrokerServer, app_origin: str
+) -> None:
+    """broker.js itself may be imported from anywhere; the API answers only the origins in
+    BROKER_CORS_ORIGINS, so the stranger's declaration never leaves its browser."""
+    backend = Backend(server, app_origin)
+    with page_origin() as stranger_origin, frontend(browser, stranger_origin) as stranger:
+        result = _upload(stranger, server, backend.token(), 1000, retries=1, retryDelay=10)
+        error = result.get("error")
+        assert error is not None, result
+        assert (error["code"], error["status"]) == ("network.failed", 0)
+        assert any("blocked by CORS policy" in line for line in stranger.console)
+    assert backend.files() == []
+
+
+def test_abort_mid_upload_leaves_no_pending_file(
+    app: Frontend, server: BrokerServer, app_origin: str
+) -> None:
+    backend = Backend(server, app_origin)
+    size = 2 * PART + 1
+    result = _upload(app, server, backend.token(), size, abortAt=MiB, concurrency=1)
+    error = result.get("error")
+    assert error is not None, result
+    assert (error["name"], error["code"]) == ("BrokerError", "upload.aborted")
+    assert result["progress"][-1][0] < size
+    files = backend.files()
+    assert [f["status"] for f in files] == ["aborted"], files
+    assert _stored_objects(server, backend.tenant) == []
