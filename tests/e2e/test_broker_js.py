@@ -41,7 +41,7 @@ part_size = {PART}
 # them with the token, read them back through the JSON download form. Answers what a
 # frontend would see: the file, both SHA-256s, the progress reported, or the BrokerError.
 UPLOAD = """
-async ([base, token, size, options]) => {
+async ([base, tokens, size, options]) => {
   const { BrokerClient } = await import(`${base}/static/broker.js`);
   const bytes = new Uint8Array(size);
   for (let at = 0; at < size; at += 65536) {
@@ -51,7 +51,9 @@ async ([base, token, size, options]) => {
     new Uint8Array(await crypto.subtle.digest("SHA-256", data)),
     (b) => b.toString(16).padStart(2, "0")).join("");
   const { abortAt, ...clientOptions } = options;
-  const client = new BrokerClient({ baseUrl: base, getToken: async () => token,
+  let tokensGot = 0;  // getToken hands out `tokens` in turn (the last one again at the end)
+  const getToken = async () => tokens[Math.min(tokensGot++, tokens.length - 1)];
+  const client = new BrokerClient({ baseUrl: base, getToken,
                                     concurrency: 3, ...clientOptions });
   const controller = new AbortController();
   const progress = [];
@@ -65,7 +67,7 @@ async ([base, token, size, options]) => {
     });
     const { url } = await client.downloadUrl(file.id);
     const back = await (await fetch(url)).arrayBuffer();
-    return { file, sent: await hex(bytes), received: await hex(back), progress };
+    return { file, sent: await hex(bytes), received: await hex(back), progress, tokensGot };
   } catch (error) {
     const { name, code, message, status, requestId } = error;
     return { error: { name, code, message, status, requestId }, progress };
@@ -169,8 +171,11 @@ class Backend:
         return httpx.get(signed.json()["url"], timeout=30).content
 
 
-def _upload(page: Frontend, server: BrokerServer, token: str, size: int, **options: Any) -> Any:
-    return page.page.evaluate(UPLOAD, [server.url, token, size, options])
+def _upload(
+    page: Frontend, server: BrokerServer, token: str | list[str], size: int, **options: Any
+) -> Any:
+    tokens = [token] if isinstance(token, str) else token
+    return page.page.evaluate(UPLOAD, [server.url, tokens, size, options])
 
 
 def _stored_objects(server: BrokerServer, tenant: str) -> list[str]:
@@ -260,3 +265,53 @@ def test_abort_mid_upload_leaves_no_pending_file(
     files = backend.files()
     assert [f["status"] for f in files] == ["aborted"], files
     assert _stored_objects(server, backend.tenant) == []
+
+
+def test_a_failed_part_is_retried_then_resumed_from_what_storage_holds(
+    app: Frontend, server: BrokerServer, app_origin: str
+) -> None:
+    """Parts go one at a time here; the network drops the 2nd and 3rd PUT (part 2 and its
+    retry). The round fails, the client asks the broker what storage holds (part 1), has
+    the missing parts signed again and sends only those: part 1 goes up once."""
+    backend = Backend(server, app_origin)
+    calls: list[str] = []
+    app.page.on("request", lambda r: calls.append(f"{r.method} {r.url.split('?')[0]}"))
+    puts = 0
+
+    def drop_second_and_third_put(route: Any) -> None:
+        nonlocal puts
+        if route.request.method == "PUT":
+            puts += 1
+            if puts in (2, 3):
+                route.abort("connectionreset")
+                return
+        route.continue_()
+
+    app.page.route("**/*", drop_second_and_third_put)
+    size = 2 * PART + 7
+    result = _upload(app, server, backend.token(), size, concurrency=1, retries=1, retryDelay=10)
+    assert "error" not in result, (result.get("error"), app.console)
+    assert result["received"] == result["sent"]
+    assert sha256_hex(backend.download(result["file"]["id"])) == result["sent"]
+    assert puts == 5  # 1, 2 (dropped), 2 again (dropped), then after the resume 2 and 3
+    file_url = f"{server.url}/v1/files/{result['file']['id']}"
+    api = [c for c in calls if c.startswith(("GET", "POST")) and "/v1/files" in c]
+    assert api == [
+        f"POST {server.url}/v1/files",
+        f"GET {file_url}",  # parts_received: part 1
+        f"POST {file_url}/parts",  # fresh URLs for parts 2 and 3
+        f"POST {file_url}/complete",
+        f"GET {file_url}/content",  # client.downloadUrl
+    ]
+
+
+def test_an_expired_token_is_renewed_through_get_token(
+    app: Frontend, server: BrokerServer, app_origin: str
+) -> None:
+    backend = Backend(server, app_origin)
+    expired = backend.token(ttl=1)
+    time.sleep(1.5)
+    result = _upload(app, server, [expired, backend.token()], 1000, retries=0)
+    assert "error" not in result, (result.get("error"), app.console)
+    assert result["tokensGot"] == 2  # the first answered 401 auth.expired_key
+    assert result["received"] == result["sent"]
