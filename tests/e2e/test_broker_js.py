@@ -50,16 +50,18 @@ async ([base, tokens, size, options]) => {
   const hex = async (data) => Array.from(
     new Uint8Array(await crypto.subtle.digest("SHA-256", data)),
     (b) => b.toString(16).padStart(2, "0")).join("");
-  const { abortAt, ...clientOptions } = options;
+  const { abortAt, upload: uploadOptions = {}, ...clientOptions } = options;
   let tokensGot = 0;  // getToken hands out `tokens` in turn (the last one again at the end)
   const getToken = async () => tokens[Math.min(tokensGot++, tokens.length - 1)];
   const client = new BrokerClient({ baseUrl: base, getToken,
                                     concurrency: 3, ...clientOptions });
   const controller = new AbortController();
+  const blob = new Blob([bytes], { type: "application/octet-stream" });
+  Object.assign(window, { lastClient: client, lastBlob: blob, lastSent: await hex(bytes) });
   const progress = [];
   try {
-    const file = await client.upload(new Blob([bytes], { type: "application/octet-stream" }), {
-      name: "random.bin", metadata: { from: "page" }, signal: controller.signal,
+    const file = await client.upload(blob, {
+      name: "random.bin", metadata: { from: "page" }, signal: controller.signal, ...uploadOptions,
       onProgress: ({ loaded, total }) => {
         progress.push([loaded, total]);
         if (abortAt && loaded >= abortAt) controller.abort();
@@ -198,11 +200,12 @@ def test_a_page_with_a_token_uploads_byte_identical_files(
     backend = Backend(server, app_origin)
     puts: list[str] = []
     app.page.on("request", lambda r: puts.append(r.url) if r.method == "PUT" else None)
-    result = _upload(app, server, backend.token(), size)
+    result = _upload(app, server, backend.token(), size, upload={"sha256": size < PART})
     assert "error" not in result, (result.get("error"), app.console)
     file = result["file"]
     assert (file["status"], file["size"], file["name"]) == ("complete", size, "random.bin")
     assert file["metadata"]["from"] == "page"
+    assert file["sha256"] == (result["sent"] if size < PART else None)  # crypto.subtle's
     assert result["received"] == result["sent"]  # read back in the page
     assert sha256_hex(backend.download(file["id"])) == result["sent"]  # and with the key
     progress = result["progress"]
@@ -315,3 +318,38 @@ def test_an_expired_token_is_renewed_through_get_token(
     assert "error" not in result, (result.get("error"), app.console)
     assert result["tokensGot"] == 2  # the first answered 401 auth.expired_key
     assert result["received"] == result["sent"]
+
+
+def test_an_upload_that_failed_is_resumed_later_by_its_file_id(
+    app: Frontend, server: BrokerServer, app_origin: str
+) -> None:
+    """The network dies after the first part (no retries): the upload rejects and the file
+    stays pending with part 1 stored. Later the page calls ``upload`` again with the same
+    blob and ``fileId``: only parts 2 and 3 go up."""
+    backend = Backend(server, app_origin)
+    puts = 0
+
+    def count_puts(route: Any) -> None:
+        nonlocal puts
+        if route.request.method == "PUT":
+            puts += 1
+            if puts > 1:
+                route.abort("internetdisconnected")
+                return
+        route.continue_()
+
+    app.page.route("**/*", count_puts)
+    size = 2 * PART + 99
+    failed = _upload(app, server, backend.token(), size, concurrency=1, retries=0)
+    assert failed.get("error", {}).get("code") == "network.failed", failed
+    [pending] = backend.files()
+    assert (pending["status"], puts) == ("pending", 2)
+    app.page.unroute("**/*")
+    app.page.route("**/*", count_puts)
+    puts = -100  # let every PUT through now, still counting
+    file = app.page.evaluate(
+        "([id]) => window.lastClient.upload(window.lastBlob, { fileId: id })", [pending["id"]]
+    )
+    assert (file["id"], file["status"]) == (pending["id"], "complete")
+    assert puts == -98  # parts 2 and 3 only
+    assert sha256_hex(backend.download(file["id"])) == app.page.evaluate("window.lastSent")
