@@ -1,4 +1,4 @@
-"""``/static/…``: the browser client (``clients/js``) for pages on any origin to import.
+"""``/static/…``: the browser clients (``clients/js``) for pages on any origin to import.
 
 The files are the package's own (``broker/assets`` links to ``clients/js``; an installed
 broker carries them as package data). No key: they are public code. ``Access-Control-Allow-
@@ -41,12 +41,14 @@ def _serve(name: str) -> Response:
 
 
 @bp.get("/static/broker.js")
+@bp.get("/static/broker-uppy.js")
 @operation(
-    summary="broker.js: the browser client (an ES module)", response=(200, None), auth=False,
-    produces="text/javascript",
-    description="Upload from a page with a browser token: declare, PUT to storage with "
-    "progress, parts in parallel with retries, resume, complete. No key; CORS for any origin.",
+    summary="The browser clients: broker.js and broker-uppy.js (ES modules)", response=(200, None),
+    auth=False, produces="text/javascript",
+    description="broker.js uploads from a page with a browser token (declare, PUT to storage "
+    "with progress, parts in parallel with retries, resume, complete); broker-uppy.js gives "
+    "Uppy's @uppy/aws-s3 plugin its options on top of it. No key; CORS for any origin.",
 )  # fmt: skip
-def broker_js() -> Response:
-    """The browser client, ``clients/js/broker.js``."""
-    return _serve("broker.js")
+def client_module() -> Response:
+    """A file of ``clients/js``, by the name the path ends with."""
+    return _serve(request.path.rsplit("/", 1)[1])

@@ -119,7 +119,7 @@ export class BrokerClient {
     const { signal, onProgress, fileId } = options;
     if (signal?.aborted) throw aborted();
     let file = fileId ? await this.call("GET", `/v1/files/${fileId}`, undefined, { signal })
-      : await this._declare(blob, options);
+      : await this.declare(blob, options);
     if (file.status === "complete") return file;
     const progress = new Progress(blob.size, onProgress);
     try {
@@ -195,7 +195,9 @@ export class BrokerClient {
     return this.retryDelay * 2 ** attempt * (0.5 + Math.random() / 2);
   }
 
-  async _declare(blob, { bucket, key, name, mimeType, metadata, sha256, signal }) {
+  /** Declare a blob (POST /v1/files, with an Idempotency-Key): the pending file, with its
+   * upload URL, or its parts (over the bucket's threshold, or with `multipart: true`). */
+  async declare(blob, { bucket, key, name, mimeType, metadata, sha256, multipart, signal } = {}) {
     const body = {
       name: name ?? blob.name ?? "blob",
       size: blob.size,
@@ -204,6 +206,7 @@ export class BrokerClient {
     if (bucket) body.bucket = bucket;
     if (key) body.key = key;
     if (metadata) body.metadata = metadata;
+    if (multipart) body.multipart = true;
     if (typeof sha256 === "string") body.sha256 = sha256;
     else if (sha256 && blob.size <= MAX_SHA256_SIZE && globalThis.crypto?.subtle) {
       body.sha256 = await sha256Hex(blob);

@@ -12,6 +12,7 @@ the JSON download form (``client.downloadUrl``), in the page and here with the k
 from __future__ import annotations
 
 import secrets
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +26,7 @@ from broker.storage import S3Storage
 from broker.storage.s3_setup import setup
 
 from .browser import Frontend, chromium, frontend, page_origin
-from .conftest import BrokerServer, S3Bucket, running_broker, s3_env, sha256_hex
+from .conftest import PROJECT_ROOT, BrokerServer, S3Bucket, running_broker, s3_env, sha256_hex
 
 pytestmark = pytest.mark.e2e
 
@@ -90,6 +91,57 @@ def app_origin() -> Iterator[str]:
     """The frontend's origin: in BROKER_CORS_ORIGINS and so in the bucket's rule."""
     with page_origin() as origin:
         yield origin
+
+
+UPPY_PACKAGES = ("@uppy/core@4.5.3", "@uppy/aws-s3@4.3.2", "esbuild@0.28.2")
+UPPY_DIR = PROJECT_ROOT / ".cache" / "uppy-4.5.3"
+"""Where the test setup installs Uppy from the npm registry and bundles it (never committed)."""
+
+# Runs in the page: Uppy's own Core and AwsS3 plugin (the bundle), with broker-uppy.js's
+# options on top of broker.js and the token; one file of `size` random bytes through it.
+UPPY_UPLOAD = """
+async ([base, token, size, partSize]) => {
+  const { Uppy, AwsS3 } = await import("/uppy.js");
+  const { BrokerClient } = await import(`${base}/static/broker.js`);
+  const { brokerUppy } = await import(`${base}/static/broker-uppy.js`);
+  const bytes = new Uint8Array(size);
+  for (let at = 0; at < size; at += 65536) {
+    crypto.getRandomValues(bytes.subarray(at, Math.min(size, at + 65536)));
+  }
+  const hex = async (data) => Array.from(
+    new Uint8Array(await crypto.subtle.digest("SHA-256", data)),
+    (b) => b.toString(16).padStart(2, "0")).join("");
+  const client = new BrokerClient({ baseUrl: base, token });
+  const uppy = new Uppy().use(AwsS3, brokerUppy(client, { partSize }));
+  uppy.addFile({ name: "uppy.bin", type: "application/octet-stream",
+                 data: new Blob([bytes], { type: "application/octet-stream" }) });
+  const result = await uppy.upload();
+  const file = result.successful?.[0]?.response?.body?.file;
+  if (!file) return { error: (result.failed ?? []).map((f) => String(f.error)).join("; ") };
+  const { url } = await client.downloadUrl(file.id);
+  const back = await (await fetch(url)).arrayBuffer();
+  return { file, sent: await hex(bytes), received: await hex(back) };
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def uppy_bundle() -> bytes:
+    """Uppy 4 from the npm registry, bundled into one ES module by esbuild (once, cached)."""
+    bundle = UPPY_DIR / "uppy.js"
+    if not bundle.exists():
+        UPPY_DIR.mkdir(parents=True, exist_ok=True)
+        npm = ["npm", "install", "--no-audit", "--no-fund", "--silent", *UPPY_PACKAGES]
+        subprocess.run(npm, cwd=UPPY_DIR, check=True, timeout=600)
+        entry = UPPY_DIR / "entry.js"
+        entry.write_text(
+            'export { default as Uppy } from "@uppy/core";\n'
+            'export { default as AwsS3 } from "@uppy/aws-s3";\n'
+        )
+        esbuild = UPPY_DIR / "node_modules" / ".bin" / "esbuild"
+        command = [str(esbuild), "entry.js", "--bundle", "--format=esm", "--outfile=uppy.js"]
+        subprocess.run(command, cwd=UPPY_DIR, check=True, timeout=120)
+    return bundle.read_bytes()
 
 
 @pytest.fixture(scope="module")
@@ -353,3 +405,24 @@ def test_an_upload_that_failed_is_resumed_later_by_its_file_id(
     assert (file["id"], file["status"]) == (pending["id"], "complete")
     assert puts == -98  # parts 2 and 3 only
     assert sha256_hex(backend.download(file["id"])) == app.page.evaluate("window.lastSent")
+
+
+@pytest.mark.parametrize("size", [100_000, 2 * PART + 4_321], ids=["small", "multipart"])
+def test_uppy_s_own_s3_plugin_uploads_through_the_broker(
+    app: Frontend, server: BrokerServer, app_origin: str, uppy_bundle: bytes, size: int
+) -> None:
+    """``uppy.use(AwsS3, brokerUppy(client))``: Uppy cuts and sends the parts itself."""
+    app.page.route(
+        f"{app_origin}/uppy.js",
+        lambda route: route.fulfill(body=uppy_bundle, content_type="text/javascript"),
+    )
+    backend = Backend(server, app_origin)
+    puts: list[str] = []
+    app.page.on("request", lambda r: puts.append(r.url) if r.method == "PUT" else None)
+    result = app.page.evaluate(UPPY_UPLOAD, [server.url, backend.token(), size, PART])
+    assert "error" not in result, (result.get("error"), app.console)
+    file = result["file"]
+    assert (file["status"], file["size"], file["name"]) == ("complete", size, "uppy.bin")
+    assert result["received"] == result["sent"]
+    assert sha256_hex(backend.download(file["id"])) == result["sent"]
+    assert len(puts) == -(-size // PART)
