@@ -4,16 +4,24 @@
 //   import { brokerUppy } from "https://files.example.com/static/broker-uppy.js";
 //   uppy.use(AwsS3, brokerUppy(new BrokerClient({ baseUrl, getToken }), { partSize }));
 //
-// Every file goes as a multipart upload the broker declares (one part when small): Uppy's
-// simple-PUT path has no step after the PUT, and the broker needs one (complete). Uppy cuts
-// the parts itself, so `partSize` must be the bucket's `part_size` (GET /v1/buckets).
-import { sendableHeaders } from "./broker.js";
+// Uppy decides which files go in parts and cuts them itself, so `multipartThreshold` and
+// `partSize` must be the bucket's (GET /v1/buckets; the defaults are the broker's). A file
+// sent whole is completed at the broker right after its PUT (in `uploadPartBytes`, the one
+// step Uppy's simple path has after `getUploadParameters`).
+import { BrokerError, putBlob, sendableHeaders } from "./broker.js";
 
 const MiB = 1024 * 1024;
 
 /** Options for `uppy.use(AwsS3, …)` backed by `client` (a BrokerClient). */
-export function brokerUppy(client, { partSize = 16 * MiB, bucket, key, metadata } = {}) {
+export function brokerUppy(client, {
+  multipartThreshold = 100 * MiB, partSize = 16 * MiB, bucket, key, metadata,
+} = {}) {
   const pending = new Map(); // broker file id → the file as last answered (its part URLs)
+  const whole = new Map(); // signed URL of a file sent whole → its broker file id
+  const declare = (file, extra) => client.declare(file.data, {
+    bucket, key: typeof key === "function" ? key(file) : key, name: file.name,
+    mimeType: file.type, metadata: { ...metadata }, ...extra,
+  });
 
   async function partUrl(fileId, partNumber, signal) {
     let part = pending.get(fileId)?.upload?.parts?.find((p) => p.part_number === partNumber);
@@ -27,14 +35,33 @@ export function brokerUppy(client, { partSize = 16 * MiB, bucket, key, metadata 
   }
 
   return {
-    shouldUseMultipart: () => true,
+    shouldUseMultipart: (file) => (file.size ?? 0) > multipartThreshold,
     getChunkSize: () => partSize,
 
+    async getUploadParameters(file, { signal } = {}) {
+      const declared = await declare(file, { signal });
+      const { upload } = declared;
+      if (!upload?.url) {
+        throw new BrokerError({ code: "uppy.threshold_mismatch", message: "The broker "
+          + "declared this file in parts: set multipartThreshold to the bucket's." });
+      }
+      whole.set(upload.url, declared.id);
+      return { method: upload.method, url: upload.url, headers: sendableHeaders(upload.headers), fields: {} };
+    },
+
+    async uploadPartBytes({ signature: { url, headers, method }, body, onProgress, onComplete, signal }) {
+      const etag = await putBlob({ url, method, headers }, body,
+        (loaded) => onProgress?.({ loaded, lengthComputable: true }), signal);
+      onComplete?.(etag);
+      const fileId = whole.get(url);
+      if (fileId === undefined) return { ETag: etag }; // a part: completed with the others
+      whole.delete(url);
+      const done = await client.call("POST", `/v1/files/${fileId}/complete`, {}, { signal });
+      return { ETag: etag, location: done.download_url, file: done };
+    },
+
     async createMultipartUpload(file) {
-      const declared = await client.declare(file.data, {
-        bucket, key: typeof key === "function" ? key(file) : key, name: file.name,
-        mimeType: file.type, metadata: { ...metadata }, multipart: true,
-      });
+      const declared = await declare(file, { multipart: true });
       pending.set(declared.id, declared);
       return { uploadId: declared.id, key: declared.key };
     },

@@ -260,7 +260,7 @@ export class BrokerClient {
   async _put(target, body, onLoaded, signal) {
     for (let attempt = 0; ; attempt++) {
       try {
-        return await xhrPut(target, body, onLoaded, signal);
+        return await putBlob(target, body, onLoaded, signal);
       } catch (error) {
         onLoaded(0);
         if (signal?.aborted) throw aborted();
@@ -288,7 +288,9 @@ class Progress {
   }
 }
 
-function xhrPut({ url, method = "PUT", headers }, body, onLoaded, signal) {
+/** One PUT of `body` to a signed URL with the headers a browser may send, through XHR for
+ * upload progress (`onLoaded(bytes)`); resolves to storage's ETag. */
+export function putBlob({ url, method = "PUT", headers }, body, onLoaded, signal) {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
     const onAbort = () => xhr.abort();

@@ -112,7 +112,8 @@ async ([base, token, size, partSize]) => {
     new Uint8Array(await crypto.subtle.digest("SHA-256", data)),
     (b) => b.toString(16).padStart(2, "0")).join("");
   const client = new BrokerClient({ baseUrl: base, token });
-  const uppy = new Uppy().use(AwsS3, brokerUppy(client, { partSize }));
+  const options = brokerUppy(client, { multipartThreshold: partSize, partSize });
+  const uppy = new Uppy().use(AwsS3, options);
   uppy.addFile({ name: "uppy.bin", type: "application/octet-stream",
                  data: new Blob([bytes], { type: "application/octet-stream" }) });
   const result = await uppy.upload();
@@ -411,14 +412,22 @@ def test_an_upload_that_failed_is_resumed_later_by_its_file_id(
 def test_uppy_s_own_s3_plugin_uploads_through_the_broker(
     app: Frontend, server: BrokerServer, app_origin: str, uppy_bundle: bytes, size: int
 ) -> None:
-    """``uppy.use(AwsS3, brokerUppy(client))``: Uppy cuts and sends the parts itself."""
+    """``uppy.use(AwsS3, brokerUppy(client))``: a small file through getUploadParameters
+    (completed after its PUT), a large one in parts that Uppy cuts and sends itself."""
     app.page.route(
         f"{app_origin}/uppy.js",
         lambda route: route.fulfill(body=uppy_bundle, content_type="text/javascript"),
     )
     backend = Backend(server, app_origin)
     puts: list[str] = []
+    declared: list[dict[str, Any]] = []
     app.page.on("request", lambda r: puts.append(r.url) if r.method == "PUT" else None)
+
+    def note_declaration(request: Any) -> None:
+        if (request.method, request.url) == ("POST", f"{server.url}/v1/files"):
+            declared.append(request.post_data_json)
+
+    app.page.on("request", note_declaration)
     result = app.page.evaluate(UPPY_UPLOAD, [server.url, backend.token(), size, PART])
     assert "error" not in result, (result.get("error"), app.console)
     file = result["file"]
@@ -426,3 +435,4 @@ def test_uppy_s_own_s3_plugin_uploads_through_the_broker(
     assert result["received"] == result["sent"]
     assert sha256_hex(backend.download(file["id"])) == result["sent"]
     assert len(puts) == -(-size // PART)
+    assert [d.get("multipart", False) for d in declared] == [size > PART]  # whole when small
