@@ -86,8 +86,21 @@ export declare class BrokerError extends Error {
 /** Headers as the broker signed them, minus those a browser sets itself (Content-Length…). */
 export declare function sendableHeaders(headers?: Record<string, string>): Record<string, string>;
 
+/** One PUT of `body` to a signed URL (XHR, for upload progress); resolves to the ETag. */
+export declare function putBlob(
+  target: { url: string; method?: string; headers?: Record<string, string> },
+  body: Blob,
+  onLoaded: (bytes: number) => void,
+  signal?: AbortSignal,
+): Promise<string | null>;
+
 export declare class BrokerClient {
   constructor(options: BrokerClientOptions);
+  /** POST /v1/files: the pending file with its upload URL, or its parts. */
+  declare(
+    file: Blob,
+    options?: Omit<UploadOptions, "onProgress" | "fileId"> & { multipart?: boolean },
+  ): Promise<BrokerFile>;
   /** Declare, PUT to storage (parts in parallel), complete: the file, status "complete". */
   upload(file: Blob, options?: UploadOptions): Promise<BrokerFile>;
   /** A fresh signed URL that fetch() may read cross-origin (GET …/content?redirect=false). */
