@@ -107,6 +107,7 @@ export class BrokerClient {
     this.retries = retries;
     this.retryDelay = retryDelay;
     this._token = token ?? null;
+    this._pending = null;
   }
 
   /**
@@ -157,7 +158,7 @@ export class BrokerClient {
         if (signal?.aborted) throw aborted();
         if (error.code === "auth.expired_key" && this.getToken && !renewed) {
           renewed = true;
-          this._token = null;
+          if (this._token === token) this._token = null; // unless another call renewed it
           attempt--;
           continue;
         }
@@ -186,9 +187,14 @@ export class BrokerClient {
     return text ? JSON.parse(text) : null;
   }
 
-  async _currentToken() {
-    if (!this._token) this._token = await this.getToken();
-    return this._token;
+  /** The token; one getToken() call at a time, shared by every upload in flight (a token
+   * sees only the files it declared, so parallel uploads must not each get their own). */
+  _currentToken() {
+    if (this._token) return Promise.resolve(this._token);
+    this._pending ??= Promise.resolve(this.getToken())
+      .then((token) => { this._token = token; return token; })
+      .finally(() => { this._pending = null; });
+    return this._pending;
   }
 
   _backoff(attempt) {
