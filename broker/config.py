@@ -193,6 +193,9 @@ class Settings:
     storage_breaker_cooldown: float = 5.0
     """``BROKER_STORAGE_BREAKER_COOLDOWN``: seconds the open circuit answers 503 at once
     before one call probes S3 again."""
+    demo: bool = False
+    """``BROKER_DEMO``: serve the demo page at ``/demo`` (and its token route, which hands
+    any visitor a browser token minted with ``BROKER_ADMIN_KEY``: development only)."""
 
     @property
     def is_sqlite(self) -> bool:
@@ -291,6 +294,9 @@ class Settings:
                 "BROKER_STORAGE_BREAKER_COOLDOWN", 5.0, minimum=0.1
             ),
         }
+        settings["demo"] = boolean("BROKER_DEMO", False)
+        if settings["demo"] and admin_key is None:
+            problems.append("BROKER_DEMO needs BROKER_ADMIN_KEY (the demo mints tokens with it)")
         if settings["db_timeout"] > MAX_DB_TIMEOUT:  # type: ignore[operator]
             problems.append(f"BROKER_DB_TIMEOUT must be at most {MAX_DB_TIMEOUT} seconds")
         read.check()

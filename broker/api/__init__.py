@@ -143,3 +143,7 @@ def init_app(app: Flask) -> None:
     app.after_request(_close_if_body_unread)
     for module in (files, buckets, keys, tokens, blobs, downloads, meta, static):
         app.register_blueprint(module.bp)
+    if cast(Services, app.extensions["broker"]).settings.demo:
+        from . import demo
+
+        app.register_blueprint(demo.bp)

@@ -23,14 +23,14 @@ CACHE_CONTROL = "public, max-age=300"
 
 
 @functools.cache
-def _asset(name: str) -> tuple[bytes, str]:
+def asset(name: str) -> tuple[bytes, str]:
     """A shipped file's bytes and their ETag (read once per process)."""
     data = resources.files("broker").joinpath("assets", name).read_bytes()
     return data, hashlib.sha256(data).hexdigest()[:32]
 
 
 def _serve(name: str) -> Response:
-    data, etag = _asset(name)
+    data, etag = asset(name)
     response = Response(data, mimetype="text/javascript")
     response.set_etag(etag)
     response.headers["Cache-Control"] = CACHE_CONTROL

@@ -436,3 +436,49 @@ def test_uppy_s_own_s3_plugin_uploads_through_the_broker(
     assert sha256_hex(backend.download(file["id"])) == result["sent"]
     assert len(puts) == -(-size // PART)
     assert [d.get("multipart", False) for d in declared] == [size > PART]  # whole when small
+
+
+@pytest.fixture(scope="module")
+def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerServer]:
+    """The broker with its demo page on (the page is on the broker's own origin)."""
+    with running_broker(tmp_path_factory.mktemp("js-demo"), BROKER_DEMO="1") as server:
+        yield server
+
+
+DROP = """
+([names, texts]) => {
+  const files = new DataTransfer();
+  names.forEach((name, i) => files.items.add(new File([texts[i]], name, { type: "text/plain" })));
+  document.getElementById("drop").dispatchEvent(
+    new DragEvent("drop", { dataTransfer: files, bubbles: true, cancelable: true }));
+}
+"""
+
+
+def test_the_demo_page_uploads_two_dropped_files(
+    browser: Browser, demo_server: BrokerServer, tmp_path: Path
+) -> None:
+    """Dropped on the page: two progress bars, then two download links to the same bytes;
+    the page held a token from the demo's own route, never a key."""
+    texts = ["first dropped file\n", "second, a little longer, dropped file\n" * 100]
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"{demo_server.url}/demo")
+        console: list[str] = []
+        page.on("console", lambda message: console.append(message.text))
+        page.wait_for_selector("#drop[data-ready=true]", timeout=10000)
+        page.evaluate(DROP, [["one.txt", "two.txt"], texts])
+        page.wait_for_function(
+            "document.querySelectorAll('#done a, #progress .error').length === 2", timeout=15000
+        )
+        assert page.locator(".error").count() == 0, (page.inner_text("#progress"), console)
+        assert page.locator("#progress progress").count() == 2
+        links = page.eval_on_selector_all(
+            "#done a", "links => links.map(a => [a.textContent, a.href])"
+        )
+        page.screenshot(path=tmp_path / "demo.png")
+    finally:
+        context.close()
+    got = {label.split(" ")[0]: httpx.get(url, timeout=10).text for label, url in links}
+    assert got == {"one.txt": texts[0], "two.txt": texts[1]}
