@@ -28,7 +28,8 @@ def test_the_package_names_its_files() -> None:
     assert package["type"] == "module"
     assert all((PACKAGE / name).exists() for name in package["files"])
     for target in package["exports"].values():
-        assert (PACKAGE / target["default"]).exists() and (PACKAGE / target["types"]).exists()
+        assert (PACKAGE / target["default"]).exists()
+        assert (PACKAGE / target["types"]).exists()
 
 
 def test_the_declarations_accept_an_app_s_code() -> None:
@@ -40,5 +41,5 @@ def test_the_declarations_accept_an_app_s_code() -> None:
     command = [str(tsc), "--noEmit", "--strict", "--target", "es2022", "--module", "es2022",
                "--moduleResolution", "bundler", "--lib", "es2022,dom",
                str(Path(__file__).with_name("usage.ts"))]  # fmt: skip
-    checked = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    checked = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     assert checked.returncode == 0, checked.stdout + checked.stderr
