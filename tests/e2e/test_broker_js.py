@@ -100,7 +100,7 @@ UPPY_DIR = PROJECT_ROOT / ".cache" / "uppy-4.5.3"
 # Runs in the page: Uppy's own Core and AwsS3 plugin (the bundle), with broker-uppy.js's
 # options on top of broker.js and the token; one file of `size` random bytes through it.
 UPPY_UPLOAD = """
-async ([base, token, size, partSize]) => {
+async ([base, token, size, partSize, cancelAt]) => {
   const { Uppy, AwsS3 } = await import("/uppy.js");
   const { BrokerClient } = await import(`${base}/static/broker.js`);
   const { brokerUppy } = await import(`${base}/static/broker-uppy.js`);
@@ -116,6 +116,13 @@ async ([base, token, size, partSize]) => {
   const uppy = new Uppy().use(AwsS3, options);
   uppy.addFile({ name: "uppy.bin", type: "application/octet-stream",
                  data: new Blob([bytes], { type: "application/octet-stream" }) });
+  if (cancelAt) { // the user cancels once `cancelAt` bytes are up
+    uppy.on("upload-progress", (f, { bytesUploaded }) => {
+      if (bytesUploaded >= cancelAt) uppy.cancelAll();
+    });
+    const cancelled = new Promise((resolve) => uppy.on("cancel-all", () => resolve("cancelled")));
+    return { outcome: await Promise.race([uppy.upload().then(() => "finished"), cancelled]) };
+  }
   const result = await uppy.upload();
   const file = result.successful?.[0]?.response?.body?.file;
   if (!file) return { error: (result.failed ?? []).map((f) => String(f.error)).join("; ") };
@@ -234,10 +241,13 @@ def _upload(
 
 
 def _stored_objects(server: BrokerServer, tenant: str) -> list[str]:
-    """What storage holds for ``tenant``: S3's listing, or the embedded store's files."""
+    """What storage holds for ``tenant``: S3's objects and open multipart uploads, or the
+    embedded store's files (objects, parts, temporary files)."""
     if server.s3 is not None:
-        listing = server.s3.client.list_objects_v2(Bucket=server.s3.name, Prefix=f"{tenant}/")
-        return [item["Key"] for item in listing.get("Contents", [])]
+        s3, bucket, prefix = server.s3.client, server.s3.name, f"{tenant}/"
+        objects = s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+        uploads = s3.list_multipart_uploads(Bucket=bucket, Prefix=prefix).get("Uploads", [])
+        return [o["Key"] for o in objects] + [f"upload {u['Key']}" for u in uploads]
     blobs = server.data_dir / "blobs"  # objects/<tenant>/…, and any upload's parts or temp
     held = [*(blobs / "objects" / tenant).rglob("*"), *(blobs / "uploads").rglob("*")]
     return [str(p) for p in [*held, *(blobs / "tmp").rglob("*")] if p.is_file()]
@@ -428,7 +438,7 @@ def test_uppy_s_own_s3_plugin_uploads_through_the_broker(
             declared.append(request.post_data_json)
 
     app.page.on("request", note_declaration)
-    result = app.page.evaluate(UPPY_UPLOAD, [server.url, backend.token(), size, PART])
+    result = app.page.evaluate(UPPY_UPLOAD, [server.url, backend.token(), size, PART, 0])
     assert "error" not in result, (result.get("error"), app.console)
     file = result["file"]
     assert (file["status"], file["size"], file["name"]) == ("complete", size, "uppy.bin")
@@ -436,6 +446,25 @@ def test_uppy_s_own_s3_plugin_uploads_through_the_broker(
     assert sha256_hex(backend.download(file["id"])) == result["sent"]
     assert len(puts) == -(-size // PART)
     assert [d.get("multipart", False) for d in declared] == [size > PART]  # whole when small
+
+
+def test_cancelling_in_uppy_aborts_the_file_at_the_broker(
+    app: Frontend, server: BrokerServer, app_origin: str, uppy_bundle: bytes
+) -> None:
+    """``uppy.cancelAll()`` mid-upload: Uppy calls abortMultipartUpload, the file is
+    aborted at the broker and storage keeps none of its parts."""
+    app.page.route(
+        f"{app_origin}/uppy.js",
+        lambda route: route.fulfill(body=uppy_bundle, content_type="text/javascript"),
+    )
+    backend = Backend(server, app_origin)
+    result = app.page.evaluate(UPPY_UPLOAD, [server.url, backend.token(), 2 * PART + 1, PART, MiB])
+    assert result == {"outcome": "cancelled"}, (result, app.console)
+    deadline = time.monotonic() + 10
+    while [f["status"] for f in backend.files()] != ["aborted"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [f["status"] for f in backend.files()] == ["aborted"]
+    assert _stored_objects(server, backend.tenant) == []
 
 
 @pytest.fixture(scope="module")
