@@ -119,11 +119,14 @@ export class BrokerClient {
   async upload(blob, options = {}) {
     const { signal, onProgress, fileId } = options;
     if (signal?.aborted) throw aborted();
+    // The declaration runs to its end even if `signal` aborts meanwhile: the file it made
+    // is then aborted below, rather than left pending.
     let file = fileId ? await this.call("GET", `/v1/files/${fileId}`, undefined, { signal })
-      : await this.declare(blob, options);
+      : await this.declare(blob, { ...options, signal: undefined });
     if (file.status === "complete") return file;
     const progress = new Progress(blob.size, onProgress);
     try {
+      if (signal?.aborted) throw aborted();
       if (file.upload?.parts || file.parts_received) {
         file = await this._multipart(file, blob, progress, signal);
       } else {

@@ -51,7 +51,7 @@ async ([base, tokens, size, options]) => {
   const hex = async (data) => Array.from(
     new Uint8Array(await crypto.subtle.digest("SHA-256", data)),
     (b) => b.toString(16).padStart(2, "0")).join("");
-  const { abortAt, upload: uploadOptions = {}, ...clientOptions } = options;
+  const { abortAt, abortAfter, upload: uploadOptions = {}, ...clientOptions } = options;
   let tokensGot = 0;  // getToken hands out `tokens` in turn (the last one again at the end)
   const getToken = async () => tokens[Math.min(tokensGot++, tokens.length - 1)];
   const client = new BrokerClient({ baseUrl: base, getToken,
@@ -60,6 +60,7 @@ async ([base, tokens, size, options]) => {
   const blob = new Blob([bytes], { type: "application/octet-stream" });
   Object.assign(window, { lastClient: client, lastBlob: blob, lastSent: await hex(bytes) });
   const progress = [];
+  if (abortAfter) setTimeout(() => controller.abort(), abortAfter);
   try {
     const file = await client.upload(blob, {
       name: "random.bin", metadata: { from: "page" }, signal: controller.signal, ...uploadOptions,
@@ -331,6 +332,27 @@ def test_abort_mid_upload_leaves_no_pending_file(
     files = backend.files()
     assert [f["status"] for f in files] == ["aborted"], files
     assert _stored_objects(server, backend.tenant) == []
+
+
+def test_abort_while_the_declaration_is_in_flight_leaves_no_pending_file(
+    app: Frontend, server: BrokerServer, app_origin: str
+) -> None:
+    """The broker answers the declaration late (held here for a second); the page aborts
+    meanwhile. The file the broker made is aborted, not left pending."""
+    backend = Backend(server, app_origin)
+
+    def answer_late(route: Any) -> None:
+        if route.request.method != "POST":
+            route.continue_()
+            return
+        answer = route.fetch()
+        time.sleep(1)
+        route.fulfill(response=answer)
+
+    app.page.route(f"{server.url}/v1/files", answer_late)
+    result = _upload(app, server, backend.token(), 1000, abortAfter=200)
+    assert result.get("error", {}).get("code") == "upload.aborted", result
+    assert [f["status"] for f in backend.files()] == ["aborted"]
 
 
 def test_a_failed_part_is_retried_then_resumed_from_what_storage_holds(
