@@ -82,6 +82,25 @@ KEY_CHOICES: Mapping[str, str] = {
 DECLARATION: Mapping[str, Any] = {"name": "a.txt", "size": 1234, "mime_type": "text/plain"}
 """The body of every load request. No ``key``: the broker generates a unique one each time."""
 
+_UNREACHED = {  # the checks run on every create; no run comes near these
+    "BROKER_RATE_LIMIT": "1000000/second",
+    "BROKER_QUOTA_PENDING_FILES": "1000000000",
+    "BROKER_QUOTA_PENDING_BYTES": str(2**62),
+}
+LIMITS_ENV: Mapping[str, Mapping[str, str]] = {
+    "on": _UNREACHED,
+    "redis": {**_UNREACHED, "BROKER_REDIS_URL": "redis://127.0.0.1:6379/0"},
+    "off": {
+        "BROKER_RATE_LIMIT": "off",
+        "BROKER_QUOTA_PENDING_FILES": "off",
+        "BROKER_QUOTA_PENDING_BYTES": "off",
+    },
+}
+"""``--limits``: the brokers' rate limits and quotas. Their defaults would refuse the load
+(100 creates a second per key, 10,000 pending files per tenant), so a run either checks
+them at thresholds it never reaches (``on``: counters in memory; ``redis``: in Redis on
+127.0.0.1:6379) or turns them off."""
+
 S3_ENV: Mapping[str, str] = {
     "BROKER_STORAGE": "s3",
     "BROKER_S3_BUCKET": "bench",
@@ -794,6 +813,7 @@ def start_servers(
     storage: str,
     admin_key: str,
     servers: dict[str, Server],
+    limits: str = "on",
 ) -> None:
     """Start every target's server at once (startup is not measured) and wait until ready,
     and until each worker has shown that it serves its target's tree alone.
@@ -805,6 +825,7 @@ def start_servers(
         extra: dict[str, str] = {}
         if target.is_broker:
             extra["BROKER_ADMIN_KEY"] = admin_key
+            extra.update(LIMITS_ENV[limits])
             if storage == "s3":
                 extra.update(S3_ENV)
         home = workdir / target.name
@@ -1028,6 +1049,7 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
         f"{args.rounds} rounds; storage {args.storage}"
     )
     say(f"key:     {KEY_CHOICES[args.key]}")
+    say(f"limits:  {args.limits}: {json.dumps(LIMITS_ENV[args.limits])}")
     say(f"code:    broker: {work_tree_code()}")
     targets = list(TARGETS)
     servers: dict[str, Server] = {}
@@ -1039,7 +1061,7 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
             say(f"         baseline: broker@{args.baseline} = {shorten(commit, 64)} (git worktree)")
         cleanup.callback(stop_servers, servers)  # runs first: before the worktree goes
         say("starting servers (127.0.0.1 only):")
-        start_servers(workdir, targets, args.storage, admin_key, servers)
+        start_servers(workdir, targets, args.storage, admin_key, servers, args.limits)
         brokers = [t for t in targets if t.is_broker]
         if args.key == "admin":
             keys = dict.fromkeys((t.name for t in targets), admin_key)
@@ -1118,6 +1140,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         choices=tuple(KEY_CHOICES),
         default="tenant",
         help="authenticate the load with a minted tenant key (default) or the admin key",
+    )
+    parser.add_argument(
+        "--limits",
+        choices=tuple(LIMITS_ENV),
+        default="on",
+        help="the brokers' rate limits and quotas: checked at thresholds the run never "
+        "reaches, counters in memory (on, default) or in Redis (redis); or off",
     )
     parser.add_argument(
         "--keep-temp",

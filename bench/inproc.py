@@ -31,16 +31,20 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
-from bench.create import DECLARATION, S3_ENV  # noqa: E402
+from bench.create import DECLARATION, LIMITS_ENV, S3_ENV  # noqa: E402
 
 ADMIN_KEY = "bench-admin-key-0123456789"
 
 
-def build(storage: str, data_dir: Path) -> Callable[[], bytes]:
+def build(storage: str, data_dir: Path, limits: str = "on") -> Callable[[], bytes]:
     """The broker app and a function that sends it one create (asserting a 201)."""
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(data_dir / "metrics"))
     (data_dir / "metrics").mkdir(parents=True, exist_ok=True)
-    env = {"BROKER_DATA_DIR": str(data_dir / "data"), "BROKER_ADMIN_KEY": ADMIN_KEY}
+    env = {
+        "BROKER_DATA_DIR": str(data_dir / "data"),
+        "BROKER_ADMIN_KEY": ADMIN_KEY,
+        **LIMITS_ENV[limits],
+    }
     if storage == "s3":
         env.update(S3_ENV)
         os.environ.update({k: v for k, v in S3_ENV.items() if k.startswith("AWS_")})
@@ -91,6 +95,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--storage", choices=("local", "s3"), default="local")
     parser.add_argument("--creates", type=int, default=2000)
+    parser.add_argument(
+        "--limits", choices=tuple(LIMITS_ENV), default="on", help="as bench/create.py's"
+    )
     parser.add_argument("--profile", action="store_true", help="cProfile the creates")
     parser.add_argument("--callgrind", action="store_true", help="count instructions")
     parser.add_argument("--under-callgrind", action="store_true", help=argparse.SUPPRESS)
@@ -107,15 +114,19 @@ def main() -> int:
                 "valgrind", "--tool=callgrind", "--instr-atstart=no",
                 f"--callgrind-out-file={out}", sys.executable, __file__,
                 "--storage", args.storage, "--creates", str(creates), "--under-callgrind",
+                "--limits", args.limits,
             ]  # fmt: skip
             subprocess.run(command, check=True, capture_output=True)
             totals = [line for line in out.read_text().splitlines() if line.startswith("totals:")]
             count = int(totals[0].split()[1])
-        print(f"{count / creates / 1e6:.3f} M instructions per create ({args.storage})")
+        print(
+            f"{count / creates / 1e6:.3f} M instructions per create "
+            f"({args.storage}, limits {args.limits})"
+        )
         return 0
 
     with tempfile.TemporaryDirectory() as tmp:
-        create = build(args.storage, Path(tmp))
+        create = build(args.storage, Path(tmp), args.limits)
         for _ in range(100):  # warm caches, compiled statements, the first connections
             create()
         if args.under_callgrind:

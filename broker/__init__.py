@@ -78,6 +78,7 @@ def create_app(
 
     from . import api, metrics, services
     from .api import errors
+    from .api.limits import RateLimits
     from .config import Settings
     from .db import Database
 
@@ -109,6 +110,7 @@ def create_app(
     errors.init_app(app)
     metrics.init_app(app)
     api.init_app(app)
+    RateLimits(settings).init_app(app)
     if settings.cors_origins:
         CORS(
             app,

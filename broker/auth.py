@@ -38,7 +38,9 @@ def mint_key(
     name: str | None,
     scopes: tuple[str, ...],
     now: int,
+    *,
     expires_at: int | None = None,
+    rate_limit: str | None = None,
 ) -> tuple[ApiKeyRecord, str]:
     """A new key record and the key itself (shown once): ``bk_<id>_<secret>``. Without
     ``scopes`` it gets ``DEFAULT_SCOPES``."""
@@ -52,6 +54,7 @@ def mint_key(
         secret_hash=hash_secret(key),
         created_at=now,
         expires_at=expires_at,
+        rate_limit=rate_limit,
     )
     return record, key
 
@@ -140,6 +143,7 @@ class Authenticator:
             scopes=frozenset(record.scopes),
             key_id=record.id,
             expires_at=record.expires_at,
+            rate_limit=record.rate_limit,
         )
 
     def _token(self, presented: str) -> Principal:

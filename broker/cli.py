@@ -124,8 +124,17 @@ def keys() -> None:
 @click.option(
     "--expires-at", type=int, default=None, help="Unix time the key stops working (default: never)."
 )
+@click.option(
+    "--rate-limit",
+    default=None,
+    help="The key's own request limit, e.g. 1000/minute (default: BROKER_RATE_LIMIT).",
+)
 def keys_create(
-    tenant: str, name: str | None, scopes: tuple[str, ...], expires_at: int | None
+    tenant: str,
+    name: str | None,
+    scopes: tuple[str, ...],
+    expires_at: int | None,
+    rate_limit: str | None,
 ) -> None:
     """Mint a key; it is printed once and stored hashed."""
     from marshmallow import ValidationError
@@ -137,6 +146,7 @@ def keys_create(
         "name": name,
         "scopes": list(scopes) or None,
         "expires_at": expires_at,
+        "rate_limit": rate_limit,
     }
     data = {k: v for k, v in data.items() if v is not None}
     try:
@@ -149,7 +159,7 @@ def keys_create(
         try:
             created = service.keys.create(
                 _admin(), body["tenant"], body.get("name"), body.get("scopes"),
-                body.get("expires_at"),
+                expires_at=body.get("expires_at"), rate_limit=body.get("rate_limit"),
             )  # fmt: skip
         except BrokerError as exc:
             raise click.ClickException(

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from limits import parse_many
+
 from .naming import mime_type_matches
 
 KiB = 1024
@@ -31,6 +33,31 @@ MIN_SECRET_LENGTH = 32
 DB_TIMEOUT = 5  # seconds a request waits for a locked database before its 503
 MAX_DB_TIMEOUT = 60
 MIN_ADMIN_KEY_LENGTH = 16
+RATE_LIMIT = "100/second;3000/minute"
+"""Requests per caller by default: bursts of 100 a second, at most 3,000 a minute (50/s
+sustained), so one key hammering the API is stopped within 3,000 requests a minute."""
+QUOTA_PENDING_FILES = 10_000
+QUOTA_PENDING_BYTES = 100 * GiB
+
+
+_ONE_LIMIT = r"[1-9][0-9]{0,8}/(?:[1-9][0-9]{0,5} ?)?(?:second|minute|hour|day)s?"
+RATE_LIMIT_PATTERN = f"^{_ONE_LIMIT}(?:;{_ONE_LIMIT}){{0,3}}$"
+"""A key's ``rate_limit`` as the API takes it: up to four of flask-limiter's limits
+(``100/second;3000/minute``, ``10/5 minutes``), each at least 1."""
+
+
+def rate_limit(value: Any) -> str:
+    """A rate limit in flask-limiter's notation (``100/second;3000/minute``), each at least
+    1; ValueError when it does not parse."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("must be a string like '100/second;3000/minute'")
+    try:
+        items = parse_many(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a rate limit like '100/second;3000/minute'") from None
+    if not items or any(item.amount < 1 for item in items):
+        raise ValueError(f"{value!r} must allow at least 1 request per window")
+    return value.strip()
 
 
 class ConfigError(Exception):
@@ -48,6 +75,9 @@ class BucketPolicy:
     multipart_threshold: int = 100 * MiB
     part_size: int = 16 * MiB
     """Preferred part size of a multipart upload; larger when a file needs > 10,000 parts."""
+    rate_limit: str | None = None
+    """Declares into this bucket each caller may make (flask-limiter notation), beside the
+    caller's own request limit; None: no limit of the bucket's own."""
 
     def allows(self, mime_type: str) -> bool:
         """Whether a declared MIME type (parameters ignored) matches one of the patterns."""
@@ -106,6 +136,31 @@ class _Env:
             return False
         self.problems.append(f"{name}={raw!r} is not a boolean (use 1/0, true/false)")
         return default
+
+    def limit(self, name: str, default: int) -> int | None:
+        """A positive integer, or None for ``off``."""
+        raw = self.text(name)
+        if raw is not None and raw.lower() == "off":
+            return None
+        return self.integer(name, default, minimum=1)
+
+    def rate(self, name: str, default: str) -> str | None:
+        """A rate limit in flask-limiter's notation, or None for ``off``."""
+        raw = self.text(name, default) or default
+        if raw.lower() == "off":
+            return None
+        try:
+            return rate_limit(raw)
+        except ValueError as exc:
+            self.problems.append(f"{name}: {exc}")
+            return None
+
+    def redis_url(self) -> str | None:
+        """``BROKER_REDIS_URL``, else the platforms' ``REDIS_URL`` (Heroku's add-on)."""
+        url = self.text("BROKER_REDIS_URL") or self.text("REDIS_URL")
+        if url is not None and not re.match(r"^(redis|rediss|unix)://", url):
+            self.problems.append("BROKER_REDIS_URL must be a redis://, rediss:// or unix:// URL")
+        return url
 
     def check(self) -> None:
         """Raise ConfigError listing every problem found so far."""
@@ -193,6 +248,21 @@ class Settings:
     storage_breaker_cooldown: float = 5.0
     """``BROKER_STORAGE_BREAKER_COOLDOWN``: seconds the open circuit answers 503 at once
     before one call probes S3 again."""
+    rate_limit: str | None = RATE_LIMIT
+    """``BROKER_RATE_LIMIT``: requests each caller (key, token, or client address before
+    authentication) may make, in flask-limiter's notation; None (``off``): unlimited."""
+    redis_url: str | None = None
+    """``BROKER_REDIS_URL`` (else ``REDIS_URL``): where rate-limit counters live, shared by
+    every instance; None: in each process's memory."""
+    quota_pending_files: int | None = QUOTA_PENDING_FILES
+    """``BROKER_QUOTA_PENDING_FILES``: unexpired pending uploads a tenant may hold at once
+    (None: ``off``)."""
+    quota_pending_bytes: int | None = QUOTA_PENDING_BYTES
+    """``BROKER_QUOTA_PENDING_BYTES``: the sum of their declared sizes (None: ``off``)."""
+    s3_conditional_writes: bool = True
+    """``BROKER_S3_CONDITIONAL_WRITES``: sign ``If-None-Match: *`` into upload URLs and send
+    it with the broker's own writes, so S3 writes each object once; ``off`` for a service
+    that ignores or refuses conditional writes (README: Storage)."""
     demo: bool = False
     """``BROKER_DEMO``: serve the demo page at ``/demo`` (and its token route, which hands
     any visitor a browser token minted with ``BROKER_ADMIN_KEY``: development only)."""
@@ -264,6 +334,10 @@ class Settings:
             problems.append(f"BROKER_LOG_LEVEL={log_level!r} must be DEBUG, INFO, WARNING or ERROR")
 
         settings = {
+            "rate_limit": read.rate("BROKER_RATE_LIMIT", RATE_LIMIT),
+            "redis_url": read.redis_url(),
+            "quota_pending_files": read.limit("BROKER_QUOTA_PENDING_FILES", QUOTA_PENDING_FILES),
+            "quota_pending_bytes": read.limit("BROKER_QUOTA_PENDING_BYTES", QUOTA_PENDING_BYTES),
             "storage": storage,
             "data_dir": data_dir,
             "database_url": database_url,
@@ -293,6 +367,7 @@ class Settings:
             "storage_breaker_cooldown": read.number(
                 "BROKER_STORAGE_BREAKER_COOLDOWN", 5.0, minimum=0.1
             ),
+            "s3_conditional_writes": boolean("BROKER_S3_CONDITIONAL_WRITES", True),
         }
         settings["demo"] = boolean("BROKER_DEMO", False)
         if settings["demo"] and admin_key is None:
@@ -333,7 +408,14 @@ def _bucket_policy(name: str, spec: Any) -> BucketPolicy:
         raise ConfigError(f"{where}: names are 1-63 of a-z, 0-9, '-', '_', starting alphanumeric")
     if not isinstance(spec, dict):
         raise ConfigError(f"{where}: expected a table of settings")
-    known = {"max_size", "allowed_mime_types", "max_url_ttl", "multipart_threshold", "part_size"}
+    known = {
+        "max_size",
+        "allowed_mime_types",
+        "max_url_ttl",
+        "multipart_threshold",
+        "part_size",
+        "rate_limit",
+    }
     unknown = set(spec) - known
     if unknown:
         raise ConfigError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
@@ -363,7 +445,22 @@ def _bucket_policy(name: str, spec: Any) -> BucketPolicy:
     for pattern in patterns:
         if not isinstance(pattern, str) or not MIME_PATTERN_RE.fullmatch(pattern.lower()):
             raise ConfigError(f"{where}: {pattern!r} is not a MIME pattern like 'image/*'")
-    return BucketPolicy(name=name, allowed_mime_types=tuple(p.lower() for p in patterns), **values)
+    return BucketPolicy(
+        name=name,
+        allowed_mime_types=tuple(p.lower() for p in patterns),
+        rate_limit=_bucket_rate_limit(where, spec),
+        **values,
+    )
+
+
+def _bucket_rate_limit(where: str, spec: dict[str, Any]) -> str | None:
+    """A bucket's own limit on declares, checked (None when it has none)."""
+    if "rate_limit" not in spec:
+        return None
+    try:
+        return rate_limit(spec["rate_limit"])
+    except ValueError as exc:
+        raise ConfigError(f"{where}: rate_limit {exc}") from None
 
 
 def ensure_secret_key(data_dir: Path) -> str:

@@ -11,6 +11,7 @@ from .errors import BrokerError
 from .links import DownloadLinks
 from .models import FileRecord, Principal
 from .naming import MAX_DECLARED_KEY, MAX_KEY_BYTES, InvalidKey, normalise_key
+from .quotas import PendingQuota
 from .storage.base import MultipartStorage, Storage, StreamingStorage
 
 
@@ -27,6 +28,8 @@ class Context:
     """Storage's multipart ability, or None when it has none."""
     streaming: StreamingStorage | None = field(init=False)
     """Storage's ability to take a stream (proxied uploads), or None."""
+    quota: PendingQuota = field(init=False)
+    """The tenants' quotas of pending uploads (one per process: it remembers usage)."""
 
     def __post_init__(self) -> None:
         # Ask for each ability once: a runtime Protocol check is too slow per request.
@@ -35,6 +38,12 @@ class Context:
         streaming = storage if isinstance(storage, StreamingStorage) else None
         object.__setattr__(self, "multipart", multipart)
         object.__setattr__(self, "streaming", streaming)
+        quota = PendingQuota(
+            self.store,
+            max_files=self.settings.quota_pending_files,
+            max_bytes=self.settings.quota_pending_bytes,
+        )
+        object.__setattr__(self, "quota", quota)
 
     def now(self) -> int:
         """Current time in whole seconds, from the injectable clock."""
@@ -73,8 +82,8 @@ class Context:
     @staticmethod
     def key(raw: str, *, namespace: str | None = None) -> str:
         """A client's key normalised against traversal (422 ``key.invalid``); with the
-        ``namespace`` it is stored under (``{tenant}/{bucket}``), also refused when the
-        storage key would be over S3's 1,024 UTF-8 bytes (storage could never hold it)."""
+        ``namespace`` it is stored under (``{tenant}/{bucket}/{file id}``), also refused when
+        the storage key would be over S3's 1,024 UTF-8 bytes (storage could never hold it)."""
         try:
             key = normalise_key(raw)
             if namespace is not None and len(key) > MAX_DECLARED_KEY:

@@ -56,7 +56,7 @@ class Downloads(UseCase):
         record = self._resolve(token)
         if not (is_active_content(record.mime_type) and not ctx.storage.serves_nosniff):
             return Redirect(self.views.download_url(record))
-        chunks = ctx.storage.iter_bytes(record.storage_key)
+        chunks = ctx.storage.iter_bytes(record.storage_key, version_id=record.version_id)
         try:  # open it now, so a missing object is an error answer, not a cut-off body
             first = next(chunks, b"")
         except FileNotFoundError:

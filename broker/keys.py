@@ -31,16 +31,21 @@ class Keys:
         tenant: str,
         name: str | None,
         scopes: list[str] | None,
+        *,
         expires_at: int | None = None,
+        rate_limit: str | None = None,
     ) -> CreatedKey:
         """Mint a key for a tenant, optionally expiring at ``expires_at`` (in the future,
-        else 422); the answer is the only time it is shown."""
+        else 422); the answer is the only time it is shown. ``rate_limit`` replaces
+        ``BROKER_RATE_LIMIT`` for this key's requests."""
         require(principal, Scope.ADMIN)
         now = self.ctx.now()
         if expires_at is not None and expires_at <= now:
             raise validation_error({"expires_at": f"Must be in the future (now: {now})."})
         scope_set = tuple(dict.fromkeys(scopes or ()))
-        record, key = mint_key(tenant, name, scope_set, now, expires_at)
+        record, key = mint_key(
+            tenant, name, scope_set, now, expires_at=expires_at, rate_limit=rate_limit
+        )
         self.ctx.store.insert_key(record)
         return CreatedKey(record=record, key=key)
 

@@ -68,6 +68,14 @@ class FileRecord:
     join ends, other completes (in any process) answer ``upload.in_progress``."""
     token_id: str | None = None
     """The browser token that declared the file (it may read and finish only its own)."""
+    object_key: str | None = None
+    """The storage key of this file's own object (``object_namespace(...)/key``), so no URL
+    signed for it can reach another file's bytes; None for files declared before it was
+    kept (migration 0007), whose object is at ``{tenant}/{bucket}/{key}``."""
+    etag: str | None = None
+    """The ETag of the object that ``complete`` validated; downloads serve only that."""
+    version_id: str | None = None
+    """Storage's version id of the validated object, where the bucket is versioned."""
 
     @property
     def multipart(self) -> bool:
@@ -76,8 +84,15 @@ class FileRecord:
 
     @property
     def storage_key(self) -> str:
-        """Where the bytes live: namespaced by tenant and bucket so tenants never meet."""
-        return f"{self.tenant}/{self.bucket}/{self.key}"
+        """Where the bytes live: the file's own object, namespaced by tenant and bucket so
+        tenants never meet (files declared before 0007: shared by every file of the key)."""
+        return self.object_key or f"{self.tenant}/{self.bucket}/{self.key}"
+
+
+def object_namespace(tenant: str, bucket: str, file_id: str) -> str:
+    """What precedes a file's key in its storage key: ``{tenant}/{bucket}/{file id}``, so
+    each file writes its own object and a URL dies with its file."""
+    return f"{tenant}/{bucket}/{file_id}"
 
 
 @dataclass(frozen=True)
@@ -93,6 +108,8 @@ class ApiKeyRecord:
     revoked_at: int | None = None
     expires_at: int | None = None
     """When the key stops working (401 ``auth.expired_key``); None: never."""
+    rate_limit: str | None = None
+    """Requests this key may make (flask-limiter notation); None: ``BROKER_RATE_LIMIT``."""
 
 
 @dataclass(frozen=True)
@@ -124,17 +141,20 @@ class Principal:
     """When the credential stops working (a token: its own expiry or its parent key's,
     whichever is first); None: never."""
     token: TokenGrant | None = None
+    rate_limit: str | None = None
+    """The key's own request limit (flask-limiter notation), else None: the default."""
 
     def can(self, scope: Scope) -> bool:
         """Admin implies every scope."""
         return scope in self.scopes or Scope.ADMIN in self.scopes
 
     @property
-    def subject(self) -> str:
-        """Who to count requests against: ``token:<id>``, ``key:<id>`` or ``anonymous``."""
+    def subject(self) -> str | None:
+        """Who is acting, for limits and logs: ``token:<id>`` or ``key:<id>``; None when
+        anonymous (the client's address stands in)."""
         if self.token is not None:
             return f"token:{self.token.id}"
-        return "anonymous" if self.key_id is None else f"key:{self.key_id}"
+        return None if self.key_id is None else f"key:{self.key_id}"
 
 
 @dataclass(frozen=True)

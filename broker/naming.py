@@ -8,9 +8,12 @@ from collections.abc import Iterable
 from urllib.parse import quote
 
 MAX_KEY_BYTES = 1024  # the S3 limit, so a key valid here is valid everywhere
-MAX_DECLARED_KEY = MAX_KEY_BYTES - 2 * (63 + 1)
-"""Characters of a declared key: S3's limit less the longest ``{tenant}/{bucket}/``, so any
-ASCII key this long fits (the storage key's UTF-8 bytes are checked at declare too)."""
+FILE_ID_LENGTH = len("file_") + 26
+"""A file id: its prefix and a ULID (ids.py); it is part of every new file's storage key."""
+MAX_DECLARED_KEY = MAX_KEY_BYTES - 2 * (63 + 1) - (FILE_ID_LENGTH + 1)
+"""Characters of a declared key: S3's limit less the longest ``{tenant}/{bucket}/{file id}/``
+(models.object_namespace), so any ASCII key this long fits (the storage key's UTF-8 bytes
+are checked at declare too)."""
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MIME_PATTERN = (
     r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"

@@ -29,6 +29,10 @@ in the envelope) and ``internal`` (a bug)."""
 _BROWSER_NOTE = (
     "A browser upload token may call it too, for the files it declared (any other file: 404)."
 )
+_KEYED = (429,)
+"""What any route that needs a key may answer besides: ``rate_limited`` (``api/limits.py``
+counts every keyed request; declares also meet their bucket's limit and the tenant's
+``quota.exceeded``)."""
 _LINKED = {"file_id": "$response.body#/id", "bucket": "$response.body#/bucket",
            "key": "$response.body#/key"}  # fmt: skip
 """Path parameters a file answer gives values for (OpenAPI links, for clients and tools)."""
@@ -41,6 +45,13 @@ def _errors(statuses: tuple[int, ...]) -> dict[str, Any]:
         out[str(status)] = {
             "description": "Error: " + ", ".join(codes),
             "content": {_JSON: {"schema": ErrorSchema}},
+        }
+    if "429" in out:
+        out["429"]["headers"] = {
+            "Retry-After": {
+                "description": "Seconds until the request may succeed.",
+                "schema": {"type": "integer", "minimum": 1},
+            }
         }
     return out
 
@@ -102,7 +113,7 @@ def _operation(op: Operation, path_parameters: list[dict[str, Any]]) -> dict[str
     document: dict[str, Any] = {
         "summary": op.summary,
         "operationId": None,
-        "responses": {**responses, **_errors(op.errors)},
+        "responses": {**responses, **_errors(op.errors + (_KEYED if op.auth else ()))},
     }
     description = op.description or ""
     if op.token:

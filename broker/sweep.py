@@ -6,14 +6,17 @@ One pass, in order:
 a. **Expired files.** Each pending file whose ``expires_at + grace`` has passed is claimed
    with a conditional update (pending and still expired → failed ``upload.expired``); only
    the claim's winner touches storage. It aborts the file's multipart upload (its id
-   belongs to this file alone) and deletes the object only if no live file holds the key
-   now: a new file may have taken the key the moment the claim freed it.
+   belongs to this file alone) and deletes the file's object: each file has its own
+   (``{tenant}/{bucket}/{file id}/{key}``). A file declared before that layout shares
+   ``{tenant}/{bucket}/{key}`` with its key's next holder, so that object is kept while a
+   live file of the old layout holds it.
 b. **Orphan uploads.** Open multipart uploads started before ``now - grace`` that no pending
    file owns (a crash between opening and recording one, a free that failed) are aborted.
    A pending file without an upload id owns the open uploads of its key: that is a proxied
    upload (``POST /v1/files`` with a form) streaming to S3 in parts.
-c. **Orphan objects.** Objects last modified before ``now - grace`` whose key no live file
-   holds are deleted, after a last look at the database. A file's row exists before its
+c. **Orphan objects.** Objects last modified before ``now - grace`` that are no live file's
+   object are deleted, after a last look at the database (the objects of deleted, failed
+   and aborted files, and bytes a dead file's old URL stored later). A file's row exists before its
    URLs do, so an object can only outlive its row, never precede it.
 d. **Scratch.** ``storage.sweep_scratch(now - grace)``: the adapter's own leftovers, where
    it keeps any (a ``ScratchStorage``: the embedded store; S3 keeps none).
@@ -22,12 +25,14 @@ Every action is idempotent (claims are conditional; aborting or deleting what is
 fine), so sweepers on several machines never break anything. On PostgreSQL a pass also
 takes an advisory lock and is skipped while another sweeper holds it: not for safety,
 only so N machines do not all do the same work every minute. Storage keys that the broker
-cannot have written (not ``tenant/bucket/key`` with valid names) are never touched.
+cannot have written (neither ``tenant/bucket/file_id/key`` nor the old ``tenant/bucket/key``
+with valid names) are never touched.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -48,6 +53,8 @@ SWEEP_LOCK = 0x62727377  # "brsw": PostgreSQL advisory lock held for one pass
 DEFAULT_GRACE = 15 * 60
 """Seconds past ``expires_at`` before a pending file is expired (see ``broker sweep --help``)."""
 _BATCH = 500
+_FILE_ID = re.compile(r"file_[0-9A-HJKMNP-TV-Z]{26}")
+"""A file id (ids.py) as it is the first segment of a file's own storage key."""
 
 
 @dataclass
@@ -155,7 +162,7 @@ class Sweeper:
                 )  # fmt: skip
                 if record.upload_id is not None:
                     self.storage.abort_multipart(record.storage_key, record.upload_id)
-                if self.store.live_holders(record.tenant, record.bucket, [record.key]):
+                if self._held(record.storage_key):
                     log.info("sweep: kept %s: a newer file holds the key", record.storage_key)
                 else:
                     self.storage.delete(record.storage_key)
@@ -193,9 +200,7 @@ class Sweeper:
             for found in chunk:
                 if holders.get(found.key, ()) != (None, None):
                     continue  # held by a live file, or not a key the broker writes
-                parsed = _parse(found.key)
-                assert parsed is not None
-                if self.store.live_holders(*parsed[:2], [parsed[2]]):
+                if self._held(found.key):
                     continue  # taken by a new file since the batch was looked up
                 self.storage.delete(found.key)
                 report.orphan_objects_deleted += 1
@@ -216,35 +221,55 @@ class Sweeper:
     # -- helpers ----------------------------------------------------------------------------
 
     def _holders(self, storage_keys: Iterable[str]) -> dict[str, tuple[Status | None, str | None]]:
-        """For each storage key the broker could have written: the live file holding it
-        (status, upload id), or ``(None, None)`` when none does. Other keys are absent."""
-        by_bucket: dict[tuple[str, str], dict[str, str]] = {}
+        """For each storage key the broker could have written: the live file whose object it
+        is (status, upload id), or ``(None, None)`` when it is none's. Other keys are absent."""
+        wanted: dict[tuple[str, str], tuple[set[str], set[str]]] = {}
+        found: dict[str, tuple[Status | None, str | None]] = {}
         for storage_key in storage_keys:
             parsed = _parse(storage_key)
-            if parsed is not None:
-                tenant, bucket, key = parsed
-                by_bucket.setdefault((tenant, bucket), {})[key] = storage_key
-        found: dict[str, tuple[Status | None, str | None]] = {}
-        for (tenant, bucket), keys in by_bucket.items():
-            live = self.store.live_holders(tenant, bucket, keys.keys())
-            for key, storage_key in keys.items():
-                found[storage_key] = live.get(key, (None, None))
+            if parsed is None:
+                continue
+            tenant, bucket, key, file_id = parsed
+            keys, ids = wanted.setdefault((tenant, bucket), (set(), set()))
+            if key is not None:
+                keys.add(key)
+            if file_id is not None:
+                ids.add(file_id)
+            found[storage_key] = (None, None)
+        for (tenant, bucket), (keys, ids) in wanted.items():
+            for record in self.store.live_files(tenant, bucket, keys=keys, ids=ids):
+                if record.storage_key in found:  # its object, not merely its key
+                    found[record.storage_key] = (record.status, record.upload_id)
         return found
 
+    def _held(self, storage_key: str) -> bool:
+        """Whether a live file's object is at ``storage_key`` now."""
+        return self._holders([storage_key]).get(storage_key, (None, None)) != (None, None)
 
-def _parse(storage_key: str) -> tuple[str, str, str] | None:
-    """``tenant/bucket/key`` split into its parts, or None for a key the broker never
-    writes (bad names, a key that is not in normal form)."""
+
+def _parse(storage_key: str) -> tuple[str, str, str | None, str | None] | None:
+    """``tenant/bucket/rest`` as (tenant, bucket, the key if ``rest`` is the old layout's
+    key, the file id if ``rest`` is ``file_id/key``), or None for a key the broker never
+    writes (bad names, a key that is not in normal form). Both readings may hold: a file
+    of the old layout may have chosen a key that starts like a file id."""
     tenant, _, rest = storage_key.partition("/")
-    bucket, _, key = rest.partition("/")
-    if not (NAME_RE.fullmatch(tenant) and NAME_RE.fullmatch(bucket) and key):
+    bucket, _, rest = rest.partition("/")
+    if not (NAME_RE.fullmatch(tenant) and NAME_RE.fullmatch(bucket)):
         return None
+    head, _, tail = rest.partition("/")
+    file_id = head if _FILE_ID.fullmatch(head) and _is_normal(tail) else None
+    key = rest if _is_normal(rest) else None
+    if key is None and file_id is None:
+        return None
+    return tenant, bucket, key, file_id
+
+
+def _is_normal(key: str) -> bool:
+    """Whether ``key`` is a valid key in normal form (as the broker stores them)."""
     try:
-        if normalise_key(key) != key:
-            return None
+        return normalise_key(key) == key
     except InvalidKey:
-        return None
-    return tenant, bucket, key
+        return False
 
 
 def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:

@@ -110,9 +110,9 @@ class FileViews:
         return self.download(record).url
 
     def download(self, record: FileRecord) -> SignedDownload:
-        """A fresh URL for a complete file and its expiry: storage's own, unless storage
-        cannot serve it safely (active content without nosniff), then the broker's
-        streaming link."""
+        """A fresh URL for a complete file and its expiry: storage's own, of exactly the
+        object validated (its ETag or version), unless storage cannot serve it safely
+        (active content without nosniff), then the broker's streaming link."""
         ctx = self.ctx
         until = ctx.now() + min(ctx.settings.download_ttl, ctx.policy_of(record).max_url_ttl)
         if is_active_content(record.mime_type) and not ctx.storage.serves_nosniff:
@@ -123,6 +123,8 @@ class FileViews:
             content_type=record.mime_type,
             attachment=is_active_content(record.mime_type),
             expires_at=until,
+            etag=record.etag,
+            version_id=record.version_id,
         )
         return SignedDownload(url, until)
 

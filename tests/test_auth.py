@@ -117,13 +117,13 @@ def test_a_token_of_another_tenant_than_its_key_is_refused(
     ("principal", "subject"),
     [
         (Principal("acme", frozenset(), key_id="key_1"), "key:key_1"),
-        (Principal("default", frozenset()), "anonymous"),
+        (Principal("default", frozenset()), None),  # the client's address stands in
         (
             Principal("acme", frozenset(), key_id="key_1", token=TokenGrant("tok_9", "b", 1)),
             "token:tok_9",
         ),
     ],
 )
-def test_the_subject_names_the_credential(principal: Principal, subject: str) -> None:
+def test_the_subject_names_the_credential(principal: Principal, subject: str | None) -> None:
     """What rate limits count by: a token apart from the key that minted it."""
     assert principal.subject == subject

@@ -65,6 +65,20 @@ def test_keys_create_list_revoke(env: dict[str, str]) -> None:
     assert client_of(app).get("/v1/buckets", headers=headers).status_code == 401
 
 
+def test_keys_create_with_its_own_rate_limit(env: dict[str, str]) -> None:
+    code, output = _run("keys", "create", "--tenant", "acme", "--rate-limit", "1/minute")
+    assert code == 0, output
+    created = json.loads(output)
+    assert created["rate_limit"] == "1/minute"
+    app = create_app(environ={**env, "BROKER_RATE_LIMIT": "100/minute"})
+    headers = {"Authorization": f"Bearer {created['key']}"}
+    statuses = [client_of(app).get("/v1/buckets", headers=headers).status_code for _ in "ab"]
+    assert statuses == [200, 429]
+    code, output = _run("keys", "create", "--tenant", "acme", "--rate-limit", "often")
+    assert code != 0
+    assert "rate_limit" in output
+
+
 def test_keys_create_rejects_a_bad_tenant(env: dict[str, str]) -> None:
     code, output = _run("keys", "create", "--tenant", "Not Valid")
     assert code != 0
@@ -158,7 +172,7 @@ def test_sweep_expires_a_stale_upload_and_deletes_its_bytes(env: dict[str, str])
         .json
     )
     storage = app.extensions["broker"].storage
-    assert storage.head(f"acme/default/{stale['key']}") is not None
+    assert storage.head(f"acme/default/{stale['id']}/{stale['key']}") is not None
 
     result = CliRunner().invoke(main, ["sweep", "--grace", "0s"])
     assert result.exit_code == 0, result.output
@@ -167,7 +181,7 @@ def test_sweep_expires_a_stale_upload_and_deletes_its_bytes(env: dict[str, str])
     assert (report["errors"], report["skipped"]) == (0, False)
     gone = client.get(f"/v1/files/{stale['id']}", headers=headers).json
     assert (gone["status"], gone["failure_code"]) == ("failed", "upload.expired")
-    assert storage.head(f"acme/default/{stale['key']}") is None
+    assert storage.head(f"acme/default/{stale['id']}/{stale['key']}") is None
     assert client.get(f"/v1/files/{fresh['id']}", headers=headers).json["status"] == "pending"
 
 

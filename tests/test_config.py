@@ -190,3 +190,18 @@ def test_db_timeout_is_bounded(tmp_path: Path) -> None:
     for bad in ("0", "61", "soon"):
         with pytest.raises(ConfigError, match="BROKER_DB_TIMEOUT"):
             _settings(tmp_path, BROKER_DB_TIMEOUT=bad)
+
+
+def test_s3_conditional_writes_are_on_unless_turned_off(tmp_path: Path) -> None:
+    from broker.storage import S3Storage, build_storage
+
+    s3 = {"BROKER_STORAGE": "s3", "BROKER_S3_BUCKET": "b"}
+    for value, expected in ((None, True), ("off", False), ("on", True)):
+        env = s3 if value is None else {**s3, "BROKER_S3_CONDITIONAL_WRITES": value}
+        settings = _settings(tmp_path, **env)
+        assert settings.s3_conditional_writes is expected
+        storage = build_storage(settings, clock=lambda: 0.0, blob_url=str)
+        assert isinstance(storage, S3Storage)
+        assert storage.conditional_writes is expected
+    with pytest.raises(ConfigError, match="BROKER_S3_CONDITIONAL_WRITES"):
+        _settings(tmp_path, **s3, BROKER_S3_CONDITIONAL_WRITES="maybe")

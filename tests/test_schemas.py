@@ -266,9 +266,13 @@ def test_a_created_file_answers_as_the_schema_renders_it(harness: Harness) -> No
     assert first.json == FileSchema().dump(view)
 
 
-_INTERNAL_FIELDS = {"tenant", "updated_at", "upload_id", "part_size", "proxied", "token_id"}
+_INTERNAL_FIELDS = {
+    "tenant", "updated_at", "upload_id", "part_size", "proxied", "joining_since", "token_id",
+    "object_key", "etag", "version_id",
+}  # fmt: skip
 """FileRecord fields the API never shows (the tenant is the caller's own; the rest are
-bookkeeping of the upload and of the browser token that declared it)."""
+bookkeeping of the upload, of the object stored for it and of the browser token that
+declared it)."""
 
 
 def test_every_file_field_is_in_the_schema_or_named_internal() -> None:

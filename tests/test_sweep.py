@@ -19,6 +19,8 @@ import pytest
 from sqlalchemy import text
 
 from broker.db import Database, MetadataStore
+from broker.ids import new_id
+from broker.models import FileRecord, Status
 from broker.storage import LocalStorage, build_storage
 from broker.sweep import SWEEP_LOCK, Sweeper, SweepReport
 
@@ -55,7 +57,8 @@ def sweep(h: Harness, grace: int = GRACE) -> SweepReport:
 
 
 def storage_key(created: dict[str, Any], tenant: str = "acme") -> str:
-    return f"{tenant}/{created['bucket']}/{created['key']}"
+    """Where a file's own object is: ``tenant/bucket/file_id/key`` (FileRecord.storage_key)."""
+    return f"{tenant}/{created['bucket']}/{created['id']}/{created['key']}"
 
 
 def put_object(h: Harness, key: str, data: bytes) -> None:
@@ -404,3 +407,31 @@ def test_postgresql_a_second_sweeper_skips_while_one_holds_the_lock(pg: Harness)
         other.dispose()
     assert sweep(pg).files_expired == 1  # released: the next pass does the work
     assert status(pg, acme, created["id"]) == ("failed", "upload.expired")
+
+
+def test_a_dead_files_object_is_an_orphan_and_an_old_layout_files_is_kept(h: Harness) -> None:
+    """Each file has its own object; a file declared before migration 0007 keeps its object
+    at ``tenant/bucket/key`` (``object_key`` NULL), held for as long as the file lives."""
+    acme = h.key()
+    now = int(h.clock())
+    legacy = FileRecord(
+        id=new_id("file"), tenant="acme", bucket="default", key="old/layout.txt",
+        name="layout.txt", mime_type="text/plain", size=3, sha256=None, metadata={},
+        status=Status.COMPLETE, created_at=now, updated_at=now, expires_at=now + 60,
+        completed_at=now,
+    )  # fmt: skip
+    h.service.store.insert_file(legacy)
+    assert legacy.storage_key == "acme/default/old/layout.txt"
+    put_object(h, legacy.storage_key, b"old")
+    dead = h.declare(acme, key="old/dead.txt")
+    assert h.client.delete(f"/v1/files/{dead['id']}", headers=acme).status_code == 200
+    assert h.put(dead["upload"], b"dead!").status_code == 200  # writes only its own object
+    stored = {o.key: o for o in h.inventory.iter_objects()}
+    assert set(stored) == {legacy.storage_key, storage_key(dead)}
+    h.clock.now = max(o.modified_at for o in stored.values()) + GRACE + 1
+
+    assert sweep(h).orphan_objects_deleted == 1
+    assert {o.key for o in h.inventory.iter_objects()} == {legacy.storage_key}
+    content = h.client.get(f"/v1/files/{legacy.id}/content", headers=acme)
+    assert content.status_code == 302
+    assert h.download(content.headers["Location"]).data == b"old"

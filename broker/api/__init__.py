@@ -29,23 +29,32 @@ def principal(scope: Scope | None = None, *, token: bool = False) -> Principal:
     browser token; a token bound to an origin only with that ``Origin`` header).
 
     With ``scope``, also 403 early, before the body is parsed (the service checks again);
-    a browser token is refused unless the route takes one (``token``).
+    a browser token is refused unless the route takes one (``token``). Resolved once per
+    request: the principal, or the refusal, is kept on ``g`` (the rate limiter asks first,
+    ``api/limits.py``).
     """
     found: Principal | None = g.get("principal")
     if found is None:
+        refused: BrokerError | None = g.get("auth_refused")
+        if refused is not None:
+            raise refused
         presented = request.headers.get("x-api-key")
         auth = request.headers.get("Authorization", "")
         scheme, _, credentials = auth.partition(" ")
         if scheme.lower() == "bearer" and credentials.strip():
             presented = credentials.strip()
-        found = service().auth.authenticate(presented)
-        grant = found.token
-        if grant is not None and grant.origin is not None:
-            origin = request.headers.get("Origin", "")
-            if origin.lower() != grant.origin:
-                raise BrokerError(
-                    "auth.forbidden", f"This token may be used from {grant.origin} only."
-                )
+        try:
+            found = service().auth.authenticate(presented)
+            grant = found.token
+            if grant is not None and grant.origin is not None:
+                origin = request.headers.get("Origin", "")
+                if origin.lower() != grant.origin:
+                    raise BrokerError(
+                        "auth.forbidden", f"This token may be used from {grant.origin} only."
+                    )
+        except BrokerError as exc:
+            g.auth_refused = exc
+            raise
         g.principal = found
     require(found, scope, token=token)
     return found

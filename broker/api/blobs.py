@@ -24,10 +24,12 @@ bp = Blueprint("blobs", __name__, url_prefix="/v1/blobs")
 @bp.put("/<token>")
 @operation(
     summary="Store a body to a signed blob URL (embedded store)", response=(200, BlobStoredSchema),
-    errors=(403, 404, 411, 413, 422, 503), auth=False,
+    errors=(403, 404, 411, 412, 413, 422, 503), auth=False,
 )  # fmt: skip
 def put(token: str) -> tuple[dict[str, object], dict[str, str]]:
-    """Store the body if it is exactly what the token declares; otherwise keep nothing."""
+    """Store the body if it is exactly what the token declares and nothing is stored there
+    yet (412 ``upload.already_stored``: a URL writes its object once); otherwise keep
+    nothing."""
     storage = _self_served()
     grant = storage.grant_put(token)
     # No app-wide body cap applies here: the signed size is the limit, enforced while streaming.

@@ -16,7 +16,7 @@ from ..schemas import (
     PartsRequestSchema,
 )
 from ..uploads.declare import Declared
-from . import load, service
+from . import limits, load, service
 from .downloads import DOWNLOAD_ANSWERS, REDIRECT, as_url, redirect, wants_url
 from .forms import read_form
 from .operations import operation
@@ -53,6 +53,7 @@ def create(who: Principal, body: dict[str, Any] | None) -> Any:
     idempotency_key = request.headers.get("Idempotency-Key")
     if body is None:
         return _receive(who, idempotency_key)
+    _count_declare(body["bucket"])
     return _created(service().declarations.declare(who, body, idempotency_key))
 
 
@@ -60,15 +61,21 @@ def _receive(who: Principal, idempotency_key: str | None) -> Any:
     """A proxied upload: the form's fields declare, its ``file`` streams to storage."""
     form = read_form(request)
     try:
-        declared = service().proxied.receive(
-            who, load(_form, form.declaration()), form.chunks(), idempotency_key
-        )
+        declaration = load(_form, form.declaration())
+        _count_declare(declaration["bucket"])
+        declared = service().proxied.receive(who, declaration, form.chunks(), idempotency_key)
     finally:
         g.body_read = form.finished  # else errors answer with Connection: close
     view, headers = _created(declared)
     if not form.finished:  # a replay answers without reading the body again
         headers["Connection"] = "close"
     return view, headers
+
+
+def _count_declare(bucket: str) -> None:
+    """A declare counts against its bucket's own rate limit, if it has one."""
+    policy = service().settings.buckets.get(bucket)
+    limits.declare(policy.rate_limit if policy is not None else None, bucket)
 
 
 def _created(declared: Declared) -> Any:
@@ -94,8 +101,9 @@ def get(who: Principal, file_id: str) -> FileView:
 
 @bp.post("/<file_id>/complete")
 @operation(
-    summary="Validate the stored object and finalise", body=CompleteSchema, **_ON_A_PENDING_FILE
-)
+    summary="Validate the stored object and finalise", body=CompleteSchema,
+    **{**_ON_A_PENDING_FILE, "errors": (400, 401, 403, 404, 409, 412, 422, 503)},
+)  # fmt: skip
 def complete(who: Principal, file_id: str, body: dict[str, Any]) -> FileView:
     """Validate the stored object against the declaration and finalise the file."""
     return service().completions.complete(who, file_id, body.get("parts"))
@@ -117,10 +125,10 @@ def parts(who: Principal, file_id: str, body: dict[str, Any]) -> FileView:
     summary="Download: 302 to a fresh signed URL, or that URL as JSON",
     errors=(401, 403, 404, 409, 422, 503),
     also=(REDIRECT,),
-    token=True,
     description="A complete file: 302 to a fresh signed GET URL; with ?redirect=false or "
     "Accept: application/json, 200 {url, expires_at} instead (what a browser's fetch() "
     "follows cross-origin). 409 upload.not_received while pending.",
+    token=True,
     **DOWNLOAD_ANSWERS,
 )
 def content(who: Principal, file_id: str, query: dict[str, Any]) -> Any:

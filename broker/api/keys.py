@@ -32,8 +32,9 @@ bp = Blueprint("keys", __name__, url_prefix="/v1/keys")
 def create(who: Principal, body: dict[str, Any]) -> CreatedKey:
     """Mint a key for a tenant; the secret is in this answer and nowhere else."""
     return service().keys.create(
-        who, body["tenant"], body.get("name"), body.get("scopes"), body.get("expires_at")
-    )
+        who, body["tenant"], body.get("name"), body.get("scopes"),
+        expires_at=body.get("expires_at"), rate_limit=body.get("rate_limit"),
+    )  # fmt: skip
 
 
 @bp.get("")

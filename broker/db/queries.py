@@ -80,11 +80,17 @@ _LIVE_COUNTS = (
     .where(files.c.tenant == bindparam("tenant"), files.c.status.in_(LIVE))
     .group_by(files.c.bucket)
 )
-_LIVE_HOLDERS = select(files.c.key, files.c.status, files.c.upload_id).where(
+_PENDING_USAGE = select(
+    func.count(), func.coalesce(func.sum(files.c.size), 0), func.min(files.c.expires_at)
+).where(files.c.tenant == bindparam("tenant"), _PENDING, files.c.expires_at > bindparam("now"))
+_LIVE_FILES = _FILES.where(
     files.c.tenant == bindparam("tenant"),
     files.c.bucket == bindparam("bucket"),
-    files.c.key.in_(bindparam("keys", expanding=True)),
     files.c.status.in_(LIVE),
+    or_(
+        files.c.key.in_(bindparam("keys", expanding=True)),
+        files.c.id.in_(bindparam("ids", expanding=True)),
+    ),
 )
 
 _TOKEN_FILES = (
@@ -265,6 +271,13 @@ class MetadataStore:
         with self.db.read() as conn:
             return dict(conn.execute(_LIVE_COUNTS, {"tenant": tenant}).all())
 
+    def pending_usage(self, tenant: str, now: int) -> tuple[int, int, int | None]:
+        """The tenant's unexpired pending files: how many, their declared bytes, and the
+        earliest expiry among them (None when there are none); ix_files_pending_usage."""
+        with self.db.read() as conn:
+            row = conn.execute(_PENDING_USAGE, {"tenant": tenant, "now": now}).one()
+        return int(row[0]), int(row[1]), row[2]
+
     # -- housekeeping (broker sweep) -----------------------------------------------------------
 
     def expired_pending(
@@ -302,17 +315,16 @@ class MetadataStore:
         }
         return self._changes(_EXPIRE, params)
 
-    def live_holders(
-        self, tenant: str, bucket: str, keys: Collection[str]
-    ) -> dict[str, tuple[Status, str | None]]:
-        """For each of ``keys`` held by a live file of this tenant and bucket: that file's
-        status and multipart upload id. Keys nobody holds are absent (ux_files_live_key)."""
-        if not keys:
-            return {}
-        params = {"tenant": tenant, "bucket": bucket, "keys": list(keys)}
+    def live_files(
+        self, tenant: str, bucket: str, *, keys: Collection[str] = (), ids: Collection[str] = ()
+    ) -> list[FileRecord]:
+        """The live files of this tenant and bucket that hold one of ``keys`` or have one of
+        ``ids`` (ux_files_live_key and the primary key): whose objects the reaper keeps."""
+        if not keys and not ids:
+            return []
+        params = {"tenant": tenant, "bucket": bucket, "keys": list(keys), "ids": list(ids)}
         with self.db.read() as conn:
-            rows = conn.execute(_LIVE_HOLDERS, params)
-            return {row.key: (Status(row.status), row.upload_id) for row in rows}
+            return [file_from(row) for row in conn.execute(_LIVE_FILES, params)]
 
     # -- idempotency -------------------------------------------------------------------------
 

@@ -54,6 +54,9 @@ files = Table(
     Column("proxied", Boolean, nullable=False, server_default=false()),
     Column("joining_since", BigInteger),
     Column("token_id", String(40)),
+    Column("object_key", String(1024)),
+    Column("etag", String(255)),
+    Column("version_id", String(1024)),
 )
 # A key is held by at most one live (pending or complete) file per tenant and bucket;
 # failed and aborted files keep their row for the record but free the key.
@@ -71,6 +74,9 @@ Index("ix_files_listing", files.c.tenant, files.c.bucket, files.c.id)
 Index("ix_files_expiry", files.c.status, files.c.expires_at)
 # A browser token's files, counted against its max_files.
 Index("ix_files_token", files.c.token_id)
+# A tenant's unexpired pending uploads, counted and summed at grant time (quotas.py): the
+# index covers the aggregate, so it never reads the table.
+Index("ix_files_pending_usage", files.c.tenant, files.c.status, files.c.expires_at, files.c.size)
 
 # Column keys are ApiKeyRecord's field names, as for files.
 api_keys = Table(
@@ -84,6 +90,7 @@ api_keys = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("revoked_at", BigInteger),
     Column("expires_at", BigInteger),
+    Column("rate_limit", String(255)),
 )
 Index("ix_api_keys_tenant", api_keys.c.tenant, api_keys.c.id)
 

@@ -125,6 +125,9 @@ class KeySchema(ObjectSchema):
     expires_at = fields.Integer(
         allow_none=True, metadata={"description": "When the key stops working (null: never)."}
     )
+    rate_limit = fields.String(
+        allow_none=True, metadata={"description": "The key's own limit; null: the default."}
+    )
 
 
 class KeyCreatedSchema(ViewSchema, KeySchema):

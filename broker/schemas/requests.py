@@ -13,7 +13,7 @@ from marshmallow import (
     validate,
 )
 
-from ..config import NAME_RE
+from ..config import NAME_RE, RATE_LIMIT_PATTERN
 from ..ids import CURSOR_PATTERN
 from ..models import Scope, Status
 from .fields import (
@@ -173,6 +173,14 @@ class KeyCreateSchema(StrictSchema):
         validate=[_not_bool, validate.Range(min=1, max=MAX_UNIX_TIME)],
         metadata={"description": "Unix time the key stops working; in the future (else 422)."},
     )
+    rate_limit = _text(
+        FullMatch(RATE_LIMIT_PATTERN, error="Must be a rate limit like '100/second'."),
+        metadata={
+            "pattern": RATE_LIMIT_PATTERN,
+            "description": "Requests this key may make, e.g. `100/second;3000/minute` "
+            "(up to four limits); replaces `BROKER_RATE_LIMIT` for this key.",
+        },
+    )
 
 
 class TokenCreateSchema(StrictSchema):
@@ -185,7 +193,7 @@ class TokenCreateSchema(StrictSchema):
         FullMatch(KEY_PREFIX_PATTERN, error="Not the start of a valid key."),
         metadata={"description": "Every key the token declares starts with it; generated "
                   "keys are put under it (another key: 403 auth.forbidden). With "
-                  "'{tenant}/{bucket}/' before it and 26 characters after, at most 1024 "
+                  "'{tenant}/{bucket}/{file id}/' before it and 26 characters after, at most 1024 "
                   "UTF-8 bytes (else 422)."},
     )  # fmt: skip
     max_size = fields.Integer(

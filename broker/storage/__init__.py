@@ -66,5 +66,6 @@ def build_storage(
                 threshold=settings.storage_breaker_failures,
                 cool_down=settings.storage_breaker_cooldown,
             ),
+            conditional_writes=settings.s3_conditional_writes,
         )
     raise ConfigError(f"BROKER_STORAGE={settings.storage!r} needs its settings")

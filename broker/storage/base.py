@@ -40,6 +40,8 @@ class ObjectInfo:
     etag: str
     sha256: str | None
     """Hex SHA-256 that storage itself computed or verified, or None when it cannot tell."""
+    version_id: str | None = None
+    """Storage's id of this version of the object, where the bucket keeps versions."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,14 @@ class Expected:
         check_received(received, digest, size=self.size, sha256=self.sha256)
 
 
+def already_stored() -> BrokerError:
+    """The answer to a write to a key that holds an object: objects are written once."""
+    return BrokerError(
+        "upload.already_stored",
+        "An object is already stored here; a signed URL writes its object once.",
+    )
+
+
 def check_received(
     received: int, digest: str | None, *, size: int | None, sha256: str | None, what: str = "file"
 ) -> None:
@@ -125,16 +135,29 @@ class Storage(Protocol):
 
         Storage itself must refuse a body of another length or type, a body whose SHA-256
         differs from ``sha256`` (when given, or let completion catch it), a request after
-        ``expires_at`` and any altered URL. ``headers`` lists exactly what the client sends.
+        ``expires_at``, any altered URL, and (write-once, where storage can enforce it) a
+        PUT to a key that already holds an object (412). ``headers`` lists exactly what the
+        client sends.
         Raises: StorageUnavailable when no URL can be signed (no credentials).
         """
         ...
 
     def presign_get(
-        self, key: str, *, filename: str, content_type: str, attachment: bool, expires_at: int
+        self,
+        key: str,
+        *,
+        filename: str,
+        content_type: str,
+        attachment: bool,
+        expires_at: int,
+        etag: str | None = None,
+        version_id: str | None = None,
     ) -> str:
         """A URL that serves the object until ``expires_at`` with this type and disposition.
 
+        With ``version_id`` it serves that version only (S3); with ``etag`` only an object
+        with that ETag (the embedded store): each adapter pins what it can enforce, so the
+        URL serves the bytes that were validated or nothing.
         Raises: StorageUnavailable when no URL can be signed.
         """
         ...
@@ -146,8 +169,9 @@ class Storage(Protocol):
         """
         ...
 
-    def iter_bytes(self, key: str) -> Iterator[bytes]:
-        """The object's bytes in chunks of at most HASH_CHUNK.
+    def iter_bytes(self, key: str, *, version_id: str | None = None) -> Iterator[bytes]:
+        """The object's bytes in chunks of at most HASH_CHUNK; with ``version_id``, that
+        version's (where storage keeps versions; others ignore it).
 
         Raises: FileNotFoundError when nothing is stored under ``key`` (also when it goes
         away before the first chunk); StorageUnavailable.
@@ -200,10 +224,12 @@ class MultipartStorage(Protocol):
 
     def finish_multipart(self, key: str, upload_id: str, parts: Sequence[StoredPart]) -> ObjectInfo:
         """Join ``parts`` (as ``list_parts`` reported them, in order) into the object and
-        close the upload; the object becomes visible whole or not at all. Returns it.
+        close the upload; the object becomes visible whole or not at all, and never over an
+        object already stored at ``key`` (write-once, where storage can enforce it). Returns it.
 
         Raises: ``upload.not_received`` when the upload is not open; ``upload.part_missing``
-        when a part is not held as listed; StorageUnavailable.
+        when a part is not held as listed; ``upload.already_stored`` when an object is
+        there already and the upload is still open; StorageUnavailable.
         """
         ...
 
@@ -224,7 +250,8 @@ class StreamingStorage(Protocol):
         what was stored (its ``sha256`` always computed).
 
         Visible only if ``expected.check`` passes: at most ``max_size`` bytes (having read at
-        most one chunk past ``expected.limit``), exactly ``size`` and this SHA-256 when given.
+        most one chunk past ``expected.limit``), exactly ``size`` and this SHA-256 when given;
+        never over an object already stored at ``key`` (``upload.already_stored``).
         Raises StorageUnavailable when storage fails; an error of ``chunks`` itself (a
         client gone) passes through as it is. On any error nothing is left visible.
         """
@@ -280,6 +307,8 @@ class GetGrant:
     filename: str
     attachment: bool
     expires_at: int
+    etag: str | None = None
+    """Serve only an object with this ETag (the one validated), when given."""
 
 
 @dataclass(frozen=True)
@@ -315,9 +344,11 @@ class SelfServedStorage(Protocol):
         was stored (a part's ETag names that copy of the part).
 
         Streams in bounded memory and stops reading one byte past the declared size. The
-        object (or part) is published atomically, replacing any earlier one, only when
-        every check holds; otherwise nothing new is visible.
-        Raises: ``upload.size_mismatch`` for a body of another length;
+        object is published atomically only when every check holds and the key holds no
+        object yet (write-once: of two racing PUTs exactly one wins); a part replaces any
+        earlier copy of it. Otherwise nothing new is visible.
+        Raises: ``upload.already_stored`` (412) when the key holds an object already;
+        ``upload.size_mismatch`` for a body of another length;
         ``upload.checksum_mismatch`` for another SHA-256 than the declared one;
         ``blob.not_found`` for a part of an upload no longer open; StorageUnavailable.
         An error of ``body`` itself (a client gone) passes through as it is.
@@ -325,7 +356,8 @@ class SelfServedStorage(Protocol):
         ...
 
     def locate(self, grant: GetGrant) -> LocatedBlob | None:
-        """The data file to serve for ``grant``, or None when nothing is stored.
+        """The data file to serve for ``grant``, or None when nothing is stored (or, for a
+        grant pinned to an ETag, nothing with that ETag).
 
         Raises: StorageUnavailable.
         """

@@ -9,8 +9,9 @@ Layout under ``root``::
     uploads/<upload id>/<n>.<etag>.part   one received part (n: five digits; etag: its id)
 
 ``h`` is the SHA-256 of the storage key, so no key can reach outside ``objects/`` whatever
-it contains. An object is visible exactly when its pointer exists; a pointer is replaced
-by ``rename``, which is atomic, and only after the data it names was fsynced. A crash or
+it contains. An object is visible exactly when its pointer exists; a pointer is created by
+``link``, which is atomic and never replaces one (objects are write-once), and only after
+the data it names was fsynced. A crash or
 a rejected body therefore never leaves a partial or wrong object in sight; what it can
 leave (a ``.part`` file, an unreferenced ``.blob``) is invisible and swept later.
 
@@ -37,7 +38,7 @@ from typing import Any
 
 from ..errors import BrokerError, StorageUnavailable
 from ..models import StoredPart
-from .base import HASH_CHUNK, ObjectInfo
+from .base import HASH_CHUNK, ObjectInfo, already_stored
 
 log = logging.getLogger("broker.storage.local")
 
@@ -126,6 +127,21 @@ def write_durably(staged: Path, final: Path, data: dict[str, Any]) -> None:
         out.flush()
         os.fsync(out.fileno())
     os.rename(staged, final)
+
+
+def write_once(staged: Path, final: Path, data: dict[str, Any]) -> None:
+    """As ``write_durably``, but ``final`` is created only if it does not exist: a hard
+    link, which fails with FileExistsError rather than replace it (O_EXCL for a name), so
+    of two racing writers exactly one wins. ``staged`` is gone either way."""
+    try:
+        with open(staged, "x", encoding="utf-8") as out:
+            json.dump(data, out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.link(staged, final)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(staged)
 
 
 def part_name(number: int, etag: str) -> str:
@@ -246,11 +262,13 @@ class Disk:
         stored_at: float,
         upload_id: str | None = None,
     ) -> ObjectInfo:
-        """Move a verified, fsynced temp file into place and swap the pointer to it atomically.
+        """Move a verified, fsynced temp file into place and create its pointer atomically,
+        only if the key has none: objects are write-once, so a key that holds one already
+        is 412 ``upload.already_stored`` (the loser's bytes are removed, the winner's stay).
 
         The ETag is the SHA-256's first half when it is known, else the new blob's own
-        random id: either way it changes whenever the stored bytes do. ``upload_id`` names
-        the multipart upload whose parts were joined into it (kept in the pointer).
+        random id. ``upload_id`` names the multipart upload whose parts were joined into it
+        (kept in the pointer).
         """
         pointer_path = self.pointer_path(key)
         shard = pointer_path.parent
@@ -270,11 +288,12 @@ class Disk:
             pointer["upload_id"] = upload_id
         with locked(shard):
             os.rename(temp, shard / blob_name)
-            previous = self.read_pointer(pointer_path)
-            write_durably(shard / f".{blob_name}.json", pointer_path, pointer)
+            try:
+                write_once(shard / f".{blob_name}.json", pointer_path, pointer)
+            except FileExistsError:
+                (shard / blob_name).unlink(missing_ok=True)
+                raise already_stored() from None
             fsync_dir(shard)
-            if previous is not None and previous["blob"] != blob_name:
-                (shard / previous["blob"]).unlink(missing_ok=True)
         return self.info(pointer)
 
     # -- multipart uploads ------------------------------------------------------------------

@@ -35,6 +35,7 @@ from .base import (
     PutGrant,
     Readable,
     StoredObject,
+    already_stored,
     check_received,
 )
 from .disk import (
@@ -83,14 +84,24 @@ class LocalStorage:
         )
 
     def presign_get(
-        self, key: str, *, filename: str, content_type: str, attachment: bool, expires_at: int
+        self,
+        key: str,
+        *,
+        filename: str,
+        content_type: str,
+        attachment: bool,
+        expires_at: int,
+        etag: str | None = None,
+        version_id: str | None = None,
     ) -> str:
-        """A GET URL whose token binds the key, presentation (type, name) and expiry."""
-        return self._blob_url(
-            self._get.dumps(
-                {"k": key, "t": content_type, "n": filename, "a": int(attachment), "e": expires_at}
-            )
-        )
+        """A GET URL whose token binds the key, presentation (type, name), expiry and (when
+        given) the ETag of the object it may serve; versions are not kept here."""
+        grant: dict[str, Any] = {
+            "k": key, "t": content_type, "n": filename, "a": int(attachment), "e": expires_at
+        }  # fmt: skip
+        if etag is not None:
+            grant["v"] = etag
+        return self._blob_url(self._get.dumps(grant))
 
     def head(self, key: str) -> ObjectInfo | None:
         """The object's pointer, or None when no PUT of this key has succeeded."""
@@ -98,8 +109,9 @@ class LocalStorage:
             pointer = self.disk.read_pointer(self.disk.pointer_path(key))
         return None if pointer is None else self.disk.info(pointer)
 
-    def iter_bytes(self, key: str) -> Iterator[bytes]:
-        """Stream the stored bytes in HASH_CHUNK pieces."""
+    def iter_bytes(self, key: str, *, version_id: str | None = None) -> Iterator[bytes]:
+        """Stream the stored bytes in HASH_CHUNK pieces (no versions are kept here: objects
+        are written once)."""
         reading = disk_errors("read an object")
         with reading:
             handle = self._open_blob(key)
@@ -276,6 +288,7 @@ class LocalStorage:
             filename=data["n"],
             attachment=bool(data["a"]),
             expires_at=data["e"],
+            etag=data.get("v"),
         )
 
     def receive(self, grant: PutGrant, body: Readable) -> ObjectInfo:
@@ -283,8 +296,12 @@ class LocalStorage:
 
         The body is streamed in bounded chunks to a temporary file; reading stops one byte
         past the declared size, so an oversized body cannot fill the disk. Only a body of
-        the right length and checksum is renamed into place.
+        the right length and checksum is published, and only to a key that holds no object:
+        a key that does is refused before a byte of the body is read, and a racing PUT that
+        published first wins (``Disk.publish``).
         """
+        if grant.upload_id is None and self.head(grant.key) is not None:
+            raise already_stored()
         temp = self.disk.new_temp()
         try:
             digest, received = spool(
@@ -310,6 +327,8 @@ class LocalStorage:
             pointer = self.disk.read_pointer(pointer_path)
         if pointer is None:
             return None
+        if grant.etag is not None and self.disk.info(pointer).etag != grant.etag:
+            return None  # not the object the URL was signed for
         return LocatedBlob(
             path=pointer_path.parent / pointer["blob"],
             info=self.disk.info(pointer),

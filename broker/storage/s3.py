@@ -1,8 +1,11 @@
 """S3 adapter (boto3): AWS S3, MinIO, R2, Ceph or any S3-compatible service.
 
-Upload URLs are SigV4 query-presigned and sign ``Content-Length``, ``Content-Type`` and,
-when declared, ``x-amz-checksum-sha256``, so S3 itself refuses a body of another length,
-type or checksum, an expired URL and any altered one. URLs are signed by the fast
+Upload URLs are SigV4 query-presigned and sign ``Content-Length``, ``Content-Type``,
+``If-None-Match: *`` (conditional writes, unless turned off) and, when declared,
+``x-amz-checksum-sha256``, so S3 itself refuses a body of another length, type or checksum,
+a second write to the object (412 ``PreconditionFailed``), a PUT that drops the header
+(403), an expired URL and any altered one. The broker's own writes (completing a multipart
+upload, a proxied upload) are conditional too. URLs are signed by the fast
 presigner in ``sigv4.py`` (byte-identical to botocore's); everything else goes through the
 connection's one boto3 client (``s3_connection.py``), whose ``errors`` helper is where
 boto3's errors become ``StorageUnavailable``. Bucket set-up for operators is in
@@ -24,11 +27,13 @@ from ..errors import BrokerError, StorageUnavailable
 from ..models import StoredPart, UploadInstructions
 from ..naming import content_disposition
 from ..parts import MAX_PART_SIZE
-from .base import HASH_CHUNK, Expected, ObjectInfo, OpenUpload, StoredObject
+from .base import HASH_CHUNK, Expected, ObjectInfo, OpenUpload, StoredObject, already_stored
 from .guard import StorageGuard
 from .s3_connection import S3Connection, checksum_hex, error_code, is_missing
 
 _NO_UPLOAD = {"NoSuchUpload"}
+_EXISTS = {"PreconditionFailed"}
+"""S3's answer to ``If-None-Match: *`` when the key holds an object."""
 
 
 class S3Storage:
@@ -48,8 +53,11 @@ class S3Storage:
         clock: Clock,
         timeout: float = 10.0,
         guard: StorageGuard | None = None,
+        conditional_writes: bool = True,
     ) -> None:
         self.bucket = bucket
+        self.conditional_writes = conditional_writes
+        """Whether writes carry ``If-None-Match: *`` (``BROKER_S3_CONDITIONAL_WRITES``)."""
         self.connection = S3Connection(
             bucket=bucket,
             endpoint_url=endpoint_url,
@@ -58,6 +66,11 @@ class S3Storage:
             timeout=timeout,
             guard=guard,
         )
+
+    @property
+    def _if_none_match(self) -> dict[str, str]:
+        """The boto3 parameter that makes a write conditional, when writes are."""
+        return {"IfNoneMatch": "*"} if self.conditional_writes else {}
 
     @property
     def client(self) -> Any:
@@ -69,11 +82,14 @@ class S3Storage:
     def presign_put(
         self, key: str, *, size: int, content_type: str, sha256: str | None, expires_at: int
     ) -> UploadInstructions:
-        """A PUT URL signing the exact length, type and (declared) SHA-256 of the body."""
+        """A PUT URL signing the exact length, type and (declared) SHA-256 of the body, and
+        ``If-None-Match: *``, so the object is written once."""
         presigner, credentials, now = self.connection.signing()
         headers = {"Content-Length": str(size), "Content-Type": content_type}
         if sha256 is not None:
             headers["x-amz-checksum-sha256"] = base64.b64encode(bytes.fromhex(sha256)).decode()
+        if self.conditional_writes:
+            headers["If-None-Match"] = "*"
         url = presigner.presign(
             "PUT", key, credentials=credentials, now=now, expires=expires_at - now,
             headers=headers,
@@ -81,14 +97,25 @@ class S3Storage:
         return UploadInstructions(method="PUT", url=url, headers=headers, expires_at=expires_at)
 
     def presign_get(
-        self, key: str, *, filename: str, content_type: str, attachment: bool, expires_at: int
+        self,
+        key: str,
+        *,
+        filename: str,
+        content_type: str,
+        attachment: bool,
+        expires_at: int,
+        etag: str | None = None,
+        version_id: str | None = None,
     ) -> str:
-        """A GET URL whose response carries the file's type and Content-Disposition."""
+        """A GET URL whose response carries the file's type and Content-Disposition, of
+        ``version_id`` when given (an ETag cannot be pinned in a URL a browser follows)."""
         presigner, credentials, now = self.connection.signing()
         params = {
             "response-content-disposition": content_disposition(filename, attachment=attachment),
             "response-content-type": content_type,
         }
+        if version_id is not None:
+            params["versionId"] = version_id
         return presigner.presign(
             "GET", key, credentials=credentials, now=now, expires=expires_at - now,
             params=params,
@@ -108,22 +135,26 @@ class S3Storage:
         sha256 = None
         if answer.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT":
             sha256 = checksum_hex(answer.get("ChecksumSHA256"))
+        version_id = answer.get("VersionId")
         return ObjectInfo(
             key=key,
             size=int(answer["ContentLength"]),
             content_type=answer.get("ContentType", ""),
             etag=answer.get("ETag", "").strip('"'),
             sha256=sha256,
+            version_id=None if version_id in (None, "null") else str(version_id),
         )
 
-    def iter_bytes(self, key: str) -> Iterator[bytes]:
-        """Stream the object in HASH_CHUNK pieces (bounded memory).
+    def iter_bytes(self, key: str, *, version_id: str | None = None) -> Iterator[bytes]:
+        """Stream the object (``version_id``'s, when given) in HASH_CHUNK pieces (bounded
+        memory).
 
         Each read is its own guarded call: a slow reader of the stream holds no storage
         slot between chunks."""
         with self.connection.errors("read an object"):
             try:
-                answer = self.client.get_object(Bucket=self.bucket, Key=key)
+                version = {} if version_id is None else {"VersionId": version_id}
+                answer = self.client.get_object(Bucket=self.bucket, Key=key, **version)
             except ClientError as exc:
                 if is_missing(exc):
                     raise FileNotFoundError(key) from exc
@@ -204,11 +235,13 @@ class S3Storage:
         return sorted(found, key=lambda part: part.part_number)
 
     def finish_multipart(self, key: str, upload_id: str, parts: Sequence[StoredPart]) -> ObjectInfo:
-        """CompleteMultipartUpload with storage's own ETags, then HEAD the object.
+        """CompleteMultipartUpload (``If-None-Match: *``) with storage's own ETags, then HEAD
+        the object.
 
         An upload S3 no longer holds open was completed a moment ago by another request
-        (or aborted): the object, when S3 holds one, is the answer."""
-        closed = False
+        (or aborted): the object, when S3 holds one, is the answer. S3 refusing to write
+        over an object while the upload is still open is ``upload.already_stored``."""
+        closed = refused = False
         with self.connection.errors("complete a multipart upload"):
             try:
                 self.client.complete_multipart_upload(
@@ -221,6 +254,7 @@ class S3Storage:
                             for part in parts
                         ]
                     },
+                    **self._if_none_match,
                 )
             except ClientError as exc:
                 code = error_code(exc)
@@ -228,9 +262,12 @@ class S3Storage:
                     raise BrokerError(
                         "upload.part_missing", f"Storage refused the parts ({code})."
                     ) from None
-                if code not in _NO_UPLOAD:
+                if code not in _NO_UPLOAD | _EXISTS:
                     raise
+                refused = code in _EXISTS
                 closed = True
+        if refused and self.list_parts(key, upload_id) is not None:
+            raise already_stored()  # still open: it is not our upload's object that is there
         info = self.head(key)
         if info is None:
             if closed:
@@ -287,24 +324,26 @@ class S3Storage:
             digest = hasher.hexdigest()
             expected.check(received, digest)
             if upload_id is None:
-                with self.connection.errors("store an object"):
+                with self.connection.errors("store an object"), self._write_once():
                     answer = self.client.put_object(
                         Bucket=self.bucket,
                         Key=key,
                         Body=b"".join(buffer),
                         ContentType=expected.content_type,
                         ChecksumSHA256=base64.b64encode(bytes.fromhex(digest)).decode(),
+                        **self._if_none_match,
                     )
             else:
                 if buffer:
                     parts.append(self._send_part(key, upload_id, len(parts) + 1, buffer))
                     buffer = []
-                with self.connection.errors("complete a multipart upload"):
+                with self.connection.errors("complete a multipart upload"), self._write_once():
                     answer = self.client.complete_multipart_upload(
                         Bucket=self.bucket,
                         Key=key,
                         UploadId=upload_id,
                         MultipartUpload={"Parts": parts},
+                        **self._if_none_match,
                     )
                 upload_id = None  # complete: nothing to abort any more
         except BaseException:
@@ -312,13 +351,25 @@ class S3Storage:
                 with contextlib.suppress(BrokerError):
                     self.abort_multipart(key, upload_id)
             raise
+        version_id = answer.get("VersionId")
         return ObjectInfo(
             key=key,
             size=received,
             content_type=expected.content_type,
             etag=str(answer.get("ETag", "")).strip('"'),
             sha256=digest,
+            version_id=None if version_id in (None, "null") else str(version_id),
         )
+
+    @contextlib.contextmanager
+    def _write_once(self) -> Iterator[None]:
+        """S3 refusing a conditional write (an object is there): ``upload.already_stored``."""
+        try:
+            yield
+        except ClientError as exc:
+            if error_code(exc) in _EXISTS:
+                raise already_stored() from None
+            raise
 
     def _send_part(
         self, key: str, upload_id: str, number: int, buffer: list[bytes]

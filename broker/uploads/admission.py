@@ -10,7 +10,7 @@ from ..config import BucketPolicy
 from ..context import Context
 from ..errors import BrokerError, validation_error
 from ..ids import new_id
-from ..models import FileRecord, Principal, Status
+from ..models import FileRecord, Principal, Status, object_namespace
 from ..naming import MAX_KEY_BYTES, key_from_name
 from ..parts import MAX_SINGLE_PUT
 
@@ -45,11 +45,13 @@ def new_record(
     proxied: bool = False,
 ) -> FileRecord:
     """A pending file for a declaration: a new id, its key (the client's, normalised, or one
-    made from the id and name, under a browser token's ``key_prefix``), the token that
-    declares it, and an expiry ``ttl`` seconds from now."""
+    made from the id and name, under a browser token's ``key_prefix``), its own storage
+    object, the token that declares it, and an expiry ``ttl`` seconds from now; within the
+    tenant's quota of pending uploads (429 ``quota.exceeded``)."""
     now = ctx.now()
+    ctx.quota.admit(principal.tenant, declared.get("size") or 0, now)
     file_id = new_id("file")
-    namespace = f"{principal.tenant}/{policy.name}"
+    namespace = object_namespace(principal.tenant, policy.name, file_id)
     token = principal.token
     if "key" in declared:
         key = ctx.key(declared["key"], namespace=namespace)
@@ -74,4 +76,5 @@ def new_record(
         expires_at=now + ttl,
         proxied=proxied,
         token_id=None if token is None else token.id,
+        object_key=f"{namespace}/{key}",
     )

@@ -65,13 +65,16 @@ class Completions(UseCase):
         now = ctx.now()
         moved = ctx.store.transition(
             record.tenant, record.id, Status.PENDING, Status.COMPLETE,
-            completed_at=now, updated_at=now,
+            completed_at=now, updated_at=now, etag=info.etag, version_id=info.version_id,
         )  # fmt: skip
         if not moved:
             # Someone else completed, aborted or deleted it meanwhile: report what is true now.
             return self.views.view(ctx.file(principal, file_id))
         COMPLETIONS.labels(result="complete").inc()
-        done = replace(record, status=Status.COMPLETE, completed_at=now, updated_at=now)
+        done = replace(
+            record, status=Status.COMPLETE, completed_at=now, updated_at=now,
+            etag=info.etag, version_id=info.version_id,
+        )  # fmt: skip
         return self.views.view(done)
 
     def _check(self, record: FileRecord, info: ObjectInfo) -> None:
@@ -95,7 +98,8 @@ class Completions(UseCase):
             if actual is None:
                 # Storage did not verify it: hash the object ourselves, in bounded memory.
                 hasher = hashlib.sha256()
-                for chunk in self.ctx.storage.iter_bytes(record.storage_key):
+                chunks = self.ctx.storage.iter_bytes(record.storage_key, version_id=info.version_id)
+                for chunk in chunks:
                     hasher.update(chunk)
                 actual = hasher.hexdigest()
             if actual != record.sha256:

@@ -98,10 +98,13 @@ class ProxiedUploads(UseCase):
             status=Status.COMPLETE,
             completed_at=now,
             updated_at=now,
+            etag=info.etag,
+            version_id=info.version_id,
         )
         moved = ctx.store.transition(
             record.tenant, record.id, Status.PENDING, Status.COMPLETE,
             size=done.size, sha256=done.sha256, completed_at=now, updated_at=now,
+            etag=done.etag, version_id=done.version_id,
         )  # fmt: skip
         if not moved:
             # Deleted, aborted or reaped while the bytes arrived: keep none of them.

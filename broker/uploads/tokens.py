@@ -19,8 +19,8 @@ from ..browser_tokens import MAX_TOKEN_CHARS, BrowserTokens
 from ..context import Context
 from ..errors import BrokerError, validation_error
 from ..ids import new_id
-from ..models import Principal, Scope, TokenGrant
-from ..naming import mime_type_matches
+from ..models import Principal, Scope, TokenGrant, object_namespace
+from ..naming import FILE_ID_LENGTH, mime_type_matches
 from ..schemas import MAX_METADATA_ENTRIES
 
 GENERATED_KEY_CHARS = 26
@@ -65,8 +65,9 @@ class Tokens:
             )  # fmt: skip
         prefix: str | None = request.get("key_prefix")
         if prefix is not None:
-            # Normalised as keys are (NFC), with room left for a generated key under it.
-            namespace = f"{principal.tenant}/{policy.name}"
+            # Normalised as keys are (NFC), with room left for a generated key under it in
+            # any file's storage key (a file id is always this long).
+            namespace = object_namespace(principal.tenant, policy.name, "f" * FILE_ID_LENGTH)
             room = "0" * GENERATED_KEY_CHARS
             try:
                 prefix = ctx.key(prefix + room, namespace=namespace)[: -len(room)]

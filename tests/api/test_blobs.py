@@ -149,15 +149,15 @@ def test_blob_urls_do_not_exist_where_storage_signs_its_own(harness: Harness) ->
 # -- a failing disk is 503 storage.unavailable, never a 500 -----------------------------------
 
 # Each step of a PUT's way to disk, in order: the body's fsync, the blob's rename into its
-# shard, the staged pointer's fsync, the pointer's rename into place (the swap).
+# shard, the staged pointer's fsync, the pointer's link into place (the publish).
 _BEFORE_THE_SWAP = [
     ("fsync", 1, errno.EIO),
     ("fsync", 1, errno.ENOSPC),
     ("rename", 1, errno.EIO),
     ("fsync", 2, errno.EIO),
-    ("rename", 2, errno.EROFS),
+    ("link", 1, errno.EROFS),
 ]
-_IDS = ["body-fsync", "body-fsync-full", "blob-rename", "pointer-fsync", "pointer-rename"]
+_IDS = ["body-fsync", "body-fsync-full", "blob-rename", "pointer-fsync", "pointer-link"]
 
 
 @on_backends("local")
@@ -179,7 +179,7 @@ def test_a_put_on_a_failing_disk_is_503_and_keeps_nothing(
     assert_envelope(response, 503, "storage.unavailable")
     if code == errno.ENOSPC:
         assert response.json["error"]["message"] == "The blob store is out of space."
-    assert storage.head(f"acme/default/{created['key']}") is None
+    assert storage.head(f"acme/default/{created['id']}/{created['key']}") is None
     assert list(storage.disk.tmp.iterdir()) == []
     assert _offset(harness, acme, created) == 0
     complete = harness.client.post(f"/v1/files/{created['id']}/complete", headers=acme)

@@ -195,7 +195,7 @@ def test_round_trip_is_byte_identical(server: Harness, acme: dict[str, str], dat
     again = server.client.get(f"/v1/files/{file['id']}", headers=acme).json
     assert (again["status"], again["size"], again["sha256"]) == ("complete", len(data), sha(data))
     if server.storage.name == "s3" and len(data) > MIN_PART_SIZE:
-        info = server.storage.head(f"acme/default/{file['key']}")
+        info = server.storage.head(f"acme/default/{file['id']}/{file['key']}")
         assert info is not None
         assert info.etag.endswith("-3"), info  # went up as a three-part multipart upload
 

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from broker.naming import FILE_ID_LENGTH, MAX_DECLARED_KEY
+
 from support import Harness, error_code, on_backends
 
 _OK: dict[str, Any] = {"name": "a.txt", "size": 5, "mime_type": "text/plain"}
@@ -60,18 +62,19 @@ def test_bidi_controls_in_names_are_refused(harness: Harness, mark: str) -> None
 @on_backends("local")
 def test_keys_whose_storage_key_is_over_1024_bytes_are_key_invalid(harness: Harness) -> None:
     headers = harness.key("acme")
-    room = 1024 - len("acme/default/")
+    room = 1024 - len("acme/default/") - (FILE_ID_LENGTH + 1)  # the file's id is in it too
     assert harness.declare(headers, key="é" * (room // 2))["key"] == "é" * (room // 2)
     response = _post(harness, headers, json.dumps({**_OK, "key": "é" * (room // 2 + 1)}))
     assert (response.status_code, error_code(response)) == (422, "key.invalid")
-    response = _post(harness, headers, json.dumps({**_OK, "key": "k" * 897}))
+    assert harness.declare(headers, key="k" * MAX_DECLARED_KEY)["key"] == "k" * MAX_DECLARED_KEY
+    response = _post(harness, headers, json.dumps({**_OK, "key": "k" * (MAX_DECLARED_KEY + 1)}))
     assert (response.status_code, error_code(response)) == (422, "key.invalid")
 
 
 @on_backends("local")
 def test_generated_keys_fit_storage(harness: Harness) -> None:
     file = harness.declare(harness.key("acme"), name="\U0001f600" * 255)
-    assert len(f"acme/default/{file['key']}".encode()) <= 1024
+    assert len(f"acme/default/{file['id']}/{file['key']}".encode()) <= 1024
 
 
 @on_backends("local")

@@ -204,7 +204,7 @@ def test_tenants_are_namespaced_in_the_bucket(harness: Harness) -> None:
     a = harness.upload(acme, b"acme", key="same.txt")
     g = harness.upload(globex, b"globex", key="same.txt")
     keys = {found.key for found in harness.inventory.iter_objects()}
-    assert keys == {"acme/default/same.txt", "globex/default/same.txt"}
+    assert keys == {f"acme/default/{a['id']}/same.txt", f"globex/default/{g['id']}/same.txt"}
     assert harness.download(a["download_url"]).data == b"acme"
     assert harness.download(g["download_url"]).data == b"globex"
 

@@ -114,3 +114,38 @@ def test_keys_keep_their_rights_when_scopes_are_split(
         }
     finally:
         database.dispose()
+
+
+def test_files_from_before_0007_keep_their_objects_where_they_are(tmp_path: Path) -> None:
+    """Migration 0007 adds each file's own object key; rows it finds have none, so their
+    bytes stay at ``tenant/bucket/key``, where they were stored."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine, text
+
+    from broker.db import MetadataStore
+    from broker.db.migrate import MIGRATIONS
+
+    url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0003")
+        conn.execute(
+            text(
+                "INSERT INTO files (id, tenant, bucket, key, name, mime_type, size, user_metadata,"
+                " status, created_at, updated_at, expires_at, completed_at, proxied) VALUES"
+                " ('file_01JD7ABCDEFGHJKMNPQRSTVWXY', 'acme', 'default', 'docs/old.txt',"
+                " 'old.txt', 'text/plain', 3, '{}', 'complete', 1, 1, 2, 1, 0)"
+            )
+        )
+    engine.dispose()
+    database = Database(url)
+    database.upgrade()
+    assert database.is_current()
+    record = MetadataStore(database).get_file("acme", "file_01JD7ABCDEFGHJKMNPQRSTVWXY")
+    assert record is not None
+    assert (record.object_key, record.etag, record.version_id) == (None, None, None)
+    assert record.storage_key == "acme/default/docs/old.txt"

@@ -61,7 +61,7 @@ def test_failed_and_aborted_files_free_their_key(store: MetadataStore, new_file:
     assert store.get_file_by_key("acme", "default", "k") == second
     assert store.transition("acme", second.id, Status.PENDING, Status.ABORTED)
     assert store.get_file_by_key("acme", "default", "k") == store.get_file("acme", second.id)
-    assert store.live_holders("acme", "default", ["k"]) == {}
+    assert store.live_files("acme", "default", keys=["k"]) == []
     assert store.live_counts("acme") == {}
 
 
@@ -130,16 +130,15 @@ def test_expired_pending_pages_by_expiry_then_id(store: MetadataStore, new_file:
     assert store.expired_pending(10, 2, after=(last.expires_at, last.id)) == order[2:]
 
 
-def test_live_holders_name_status_and_upload(store: MetadataStore, new_file: NewFile) -> None:
-    store.insert_file(new_file(key="a", upload_id="up-1", part_size=5))
-    store.insert_file(new_file(key="b", status=Status.COMPLETE))
-    store.insert_file(new_file(key="c", status=Status.FAILED))
-    store.insert_file(new_file(key="a", tenant="globex"))
-    assert store.live_holders("acme", "default", ["a", "b", "c", "d"]) == {
-        "a": (Status.PENDING, "up-1"),
-        "b": (Status.COMPLETE, None),
-    }
-    assert store.live_holders("acme", "default", []) == {}
+def test_live_files_by_key_or_id(store: MetadataStore, new_file: NewFile) -> None:
+    a = new_file(key="a", upload_id="up-1", part_size=5)
+    b = new_file(key="b", status=Status.COMPLETE)
+    c = new_file(key="c", status=Status.FAILED)
+    for record in (a, b, c, new_file(key="a", tenant="globex"), new_file(key="e")):
+        store.insert_file(record)
+    found = store.live_files("acme", "default", keys=["a", "c", "d"], ids=[b.id, c.id])
+    assert sorted(found, key=lambda r: r.key) == [a, b]
+    assert store.live_files("acme", "default") == []
 
 
 def test_only_one_of_many_racing_completions_wins(store: MetadataStore, new_file: NewFile) -> None:
@@ -368,3 +367,18 @@ def test_racing_declarations_of_a_token_never_pass_its_max_files(
     _run_threads(declare, 12)
     assert sorted(outcomes) == ["in"] * 3 + ["refused"] * 9
     store.insert_file(new_file(token_id="tok_1"))  # without a limit nothing is counted
+
+
+def test_pending_usage_counts_a_tenants_unexpired_pending_files(
+    store: MetadataStore, new_file: NewFile
+) -> None:
+    assert store.pending_usage("acme", now=50) == (0, 0, None)
+    store.insert_file(new_file(size=10, expires_at=100))
+    store.insert_file(new_file(size=5 * 1024**3, expires_at=80))  # bigint sums
+    store.insert_file(new_file(size=7, expires_at=40))  # expired by now=50
+    store.insert_file(new_file(size=3, status=Status.COMPLETE))
+    store.insert_file(new_file(tenant="other", size=99))
+    aborted = new_file(size=11)
+    store.insert_file(aborted)
+    assert store.transition("acme", aborted.id, Status.PENDING, Status.ABORTED)
+    assert store.pending_usage("acme", now=50) == (2, 5 * 1024**3 + 10, 80)

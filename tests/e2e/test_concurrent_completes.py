@@ -89,7 +89,7 @@ def test_fifty_concurrent_completes_under_gunicorn(server: BrokerServer) -> None
     assert tenant.get(file["id"])["status"] == "complete"
     assert tenant.download(file["id"]) == data
     if server.s3 is None:
-        stored = server.stored_files(tenant.name, file["key"])
+        stored = server.stored_files(tenant.storage_key(file))
         assert [p.suffix for p in stored] == [".blob", ".json"], "one object, no orphan"
         assert list((server.data_dir / "blobs" / "uploads").iterdir()) == []
     else:

@@ -88,10 +88,10 @@ def test_worker_killed_mid_upload_leaves_no_partial_object(
     wait_for(lambda: len(server.worker_pids() - workers) == 2, "gunicorn to respawn both workers")
     server.wait_until_healthy()
 
-    assert server.stored_files(tenant.name, "big/upload.bin") == []
+    assert server.stored_files(tenant.storage_key(file)) == []
     tenant.assert_nothing_stored(file["id"])
     tenant.assert_recovers(file, content)
-    stored = server.stored_files(tenant.name, "big/upload.bin")
+    stored = server.stored_files(tenant.storage_key(file))
     assert [p.suffix for p in stored] == [".blob", ".json"]
 
 
@@ -119,5 +119,5 @@ def test_concurrent_puts_of_one_url_end_with_one_intact_object(
     done = tenant.complete(file["id"])
     assert done.status_code == 200, done.text
     assert tenant.download(file["id"]) == content
-    stored = broker.stored_files(tenant.name, "race/object.bin")
+    stored = broker.stored_files(tenant.storage_key(file))
     assert [p.suffix for p in stored] == [".blob", ".json"], "exactly one object, no orphan"

@@ -205,7 +205,7 @@ def test_complete_refuses_what_storage_holds_instead(tenant: Tenant, what: str) 
     file = tenant.declare(CONTENT)  # application/octet-stream, with its SHA-256
     assert tenant.s3 is not None
     where = tenant.storage_key(file)
-    assert where == f"{tenant.name}/default/{file['key']}"
+    assert where == f"{tenant.name}/default/{file['id']}/{file['key']}"
     tenant.s3.put(where, body, content_type)
     if what == "checksum":
         # No SHA-256 was sent with it, so S3 reports none: the broker must hash it itself.

@@ -62,4 +62,6 @@ def test_readme_walkthrough_runs_as_written(server: BrokerServer, tmp_path: Path
         assert expected in result.stdout, report
     assert (tmp_path / "copy.txt").read_bytes() == (tmp_path / "hello.txt").read_bytes()
     if server.s3 is not None:  # step 7's delete removed the object from the bucket too
-        assert server.s3.head("acme/default/docs/hello.txt") is None
+        listed = server.s3.client.list_objects_v2(Bucket=server.s3.name, Prefix="acme/default/")
+        left = [o["Key"] for o in listed.get("Contents", [])]
+        assert not [k for k in left if k.endswith("/docs/hello.txt")], left

@@ -10,6 +10,7 @@ not asked to (that is a fact about moto, not a skipped test).
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import httpx
 import pytest
 
 from broker.errors import BrokerError
+from broker.models import UploadInstructions
 from broker.parts import MIN_PART_SIZE
 from broker.storage import (
     Expected,
@@ -32,7 +34,7 @@ from broker.storage import (
     StreamingStorage,
 )
 
-from support import ENFORCING, Harness, StorageBackend, path_of
+from support import ENFORCING, Harness, StorageBackend, on_backends, path_of
 
 Send = Callable[[str, str, dict[str, str], bytes], tuple[int, Mapping[str, str], bytes]]
 
@@ -175,15 +177,6 @@ def test_presigned_get_serves_bytes_with_type_and_disposition(backend: Backend) 
     assert headers["Content-Type"] == "image/svg+xml"
     assert headers["Content-Disposition"].startswith("attachment")
     assert "filename*=UTF-8''l%C3%B6go.svg" in headers["Content-Disposition"]
-
-
-def test_second_put_replaces_the_object_whole(backend: Backend) -> None:
-    assert _put(backend, "t/b/k", b"first version")[0] == 200
-    assert _put(backend, "t/b/k", b"second")[0] == 200
-    assert b"".join(backend.storage.iter_bytes("t/b/k")) == b"second"
-    info = backend.storage.head("t/b/k")
-    assert info is not None
-    assert info.size == 6
 
 
 def test_delete_removes_and_is_idempotent(backend: Backend) -> None:
@@ -338,6 +331,94 @@ def test_a_download_url_cannot_upload(enforcing: Backend) -> None:
     )
     assert status in (400, 403, 405)
     assert b"".join(enforcing.storage.iter_bytes("t/b/ro")) == b"original"
+
+
+# -- write-once: an object, once stored, is never replaced through storage ----------------------
+
+
+def _signed(backend: Backend, key: str, size: int) -> UploadInstructions:
+    return backend.storage.presign_put(
+        key,
+        size=size,
+        content_type="application/octet-stream",
+        sha256=None,
+        expires_at=int(backend.now()) + 300,
+    )
+
+
+@ENFORCING
+def test_a_second_put_to_the_same_url_is_refused_and_the_first_bytes_stay(
+    enforcing: Backend,
+) -> None:
+    upload = _signed(enforcing, "t/b/once", 10)
+    assert enforcing.send("PUT", upload.url, upload.headers, b"AAAAAAAAAA")[0] == 200
+    status, _, _ = enforcing.send("PUT", upload.url, upload.headers, b"BBBBBBBBBB")
+    assert status == 412
+    assert b"".join(enforcing.storage.iter_bytes("t/b/once")) == b"AAAAAAAAAA"
+    assert _put(enforcing, "t/b/once", b"another URL")[0] == 412  # any URL for the key
+
+
+@on_backends("localstack")
+def test_a_put_that_drops_the_signed_if_none_match_is_refused(enforcing: Backend) -> None:
+    upload = _signed(enforcing, "t/b/unconditional", 3)
+    assert upload.headers["If-None-Match"] == "*"
+    headers = {k: v for k, v in upload.headers.items() if k != "If-None-Match"}
+    status, _, _ = enforcing.send("PUT", upload.url, headers, b"abc")
+    assert status == 403
+    assert enforcing.storage.head("t/b/unconditional") is None
+
+
+@ENFORCING
+def test_of_two_racing_puts_exactly_one_wins_whole(enforcing: Backend) -> None:
+    size = 2 * 1024 * 1024
+    upload = _signed(enforcing, "t/b/race", size)
+    bodies = [bytes([letter]) * size for letter in b"AB"]
+    start = threading.Barrier(len(bodies))
+    statuses: dict[bytes, int] = {}
+
+    def send(body: bytes) -> None:
+        start.wait()
+        statuses[body] = enforcing.send("PUT", upload.url, upload.headers, body)[0]
+
+    threads = [threading.Thread(target=send, args=(body,)) for body in bodies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses.values()) == [200, 412], statuses
+    (winner,) = [body for body, status in statuses.items() if status == 200]
+    assert b"".join(enforcing.storage.iter_bytes("t/b/race")) == winner
+
+
+@ENFORCING
+def test_joining_parts_over_a_stored_object_is_refused(enforcing: Backend) -> None:
+    storage = enforcing.multipart
+    upload_id = storage.start_multipart("t/b/joined", content_type="application/octet-stream")
+    part = storage.presign_part(
+        "t/b/joined", upload_id, part_number=1, size=5, expires_at=int(enforcing.now()) + 300
+    )
+    assert enforcing.send("PUT", part.url, part.headers, b"parts")[0] == 200
+    assert _put(enforcing, "t/b/joined", b"first")[0] == 200
+    parts = storage.list_parts("t/b/joined", upload_id)
+    assert parts is not None
+    with pytest.raises(BrokerError) as refused:
+        storage.finish_multipart("t/b/joined", upload_id, parts)
+    assert (refused.value.code, refused.value.status) == ("upload.already_stored", 412)
+    assert b"".join(enforcing.storage.iter_bytes("t/b/joined")) == b"first"
+    storage.abort_multipart("t/b/joined", upload_id)
+
+
+@ENFORCING
+def test_a_stream_over_a_stored_object_is_refused(enforcing: Backend) -> None:
+    assert _put(enforcing, "t/b/streamed-once", b"first")[0] == 200
+    with pytest.raises(BrokerError) as refused:
+        enforcing.streaming.put_stream(
+            "t/b/streamed-once",
+            [b"second"],
+            Expected(content_type="application/octet-stream", max_size=100),
+        )
+    assert refused.value.code == "upload.already_stored"
+    assert b"".join(enforcing.storage.iter_bytes("t/b/streamed-once")) == b"first"
 
 
 # -- proxied uploads: put_stream ---------------------------------------------------------------

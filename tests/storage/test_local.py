@@ -122,3 +122,28 @@ def test_objects_live_under_hashed_names_only(store: LocalStorage, tmp_path: Pat
     assert names == {"objects", "tmp", "uploads"}
     assert not any((tmp_path / "uploads").iterdir())
     assert not (tmp_path.parent / "escape").exists()
+
+
+def test_a_download_token_pinned_to_an_etag_serves_only_that_object(store: LocalStorage) -> None:
+    from io import BytesIO
+
+    def put(body: bytes) -> str:
+        upload = store.presign_put(
+            "t/b/pinned", size=len(body), content_type="a/b", sha256=None, expires_at=2**40
+        )
+        return store.receive(store.grant_put(_token(upload.url)), BytesIO(body)).etag
+
+    def located(etag: str | None) -> bytes | None:
+        url = store.presign_get(
+            "t/b/pinned", filename="p", content_type="a/b", attachment=False,
+            expires_at=2**40, etag=etag,
+        )  # fmt: skip
+        found = store.locate(store.grant_get(_token(url)))
+        return None if found is None else found.path.read_bytes()
+
+    first = put(b"validated")
+    assert located(first) == b"validated"
+    store.delete("t/b/pinned")
+    put(b"something else")
+    assert located(first) is None  # not the object the URL was signed for
+    assert located(None) == b"something else"

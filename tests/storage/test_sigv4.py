@@ -75,6 +75,7 @@ def test_put_urls_are_identical_to_botocore(storage: tuple[S3Storage, Any]) -> N
         content_type = rng.choice(["text/plain", "image/svg+xml", "text/plain; charset=utf-8"])
         sha = hashlib.sha256(key.encode()).hexdigest() if rng.random() < 0.5 else None
         ttl = rng.randint(1, 7 * 24 * 3600)
+        adapter.conditional_writes = rng.random() < 0.8  # BROKER_S3_CONDITIONAL_WRITES
         ours = adapter.presign_put(
             key, size=size, content_type=content_type, sha256=sha, expires_at=NOW + ttl
         )
@@ -86,6 +87,8 @@ def test_put_urls_are_identical_to_botocore(storage: tuple[S3Storage, Any]) -> N
         }
         if sha is not None:
             params["ChecksumSHA256"] = base64.b64encode(bytes.fromhex(sha)).decode()
+        if adapter.conditional_writes:
+            params["IfNoneMatch"] = "*"
         theirs = reference.generate_presigned_url("put_object", Params=params, ExpiresIn=ttl)
         assert ours.url == theirs, key
 
@@ -95,23 +98,25 @@ def test_get_urls_are_identical_to_botocore(storage: tuple[S3Storage, Any]) -> N
     for index, key in enumerate(_random_keys(100, seed=23)):
         name = key.rsplit("/", 1)[-1]
         attachment = index % 2 == 0
+        version_id = f"v{index}.Ab_c-~" if index % 3 == 0 else None
         ours = adapter.presign_get(
             key,
             filename=name,
             content_type="image/png",
             attachment=attachment,
             expires_at=NOW + 300,
+            etag="ignored-by-s3",
+            version_id=version_id,
         )
-        theirs = reference.generate_presigned_url(
-            "get_object",
-            Params={
-                "Bucket": "my-bucket",
-                "Key": key,
-                "ResponseContentDisposition": content_disposition(name, attachment=attachment),
-                "ResponseContentType": "image/png",
-            },
-            ExpiresIn=300,
-        )
+        params = {
+            "Bucket": "my-bucket",
+            "Key": key,
+            "ResponseContentDisposition": content_disposition(name, attachment=attachment),
+            "ResponseContentType": "image/png",
+        }
+        if version_id is not None:
+            params["VersionId"] = version_id
+        theirs = reference.generate_presigned_url("get_object", Params=params, ExpiresIn=300)
         assert ours == theirs, key
 
 
@@ -150,10 +155,16 @@ def test_upload_headers_are_exactly_the_signed_ones(storage: tuple[S3Storage, An
         "Content-Length": "1",
         "Content-Type": "text/plain",
         "x-amz-checksum-sha256": base64.b64encode(hashlib.sha256(b"x").digest()).decode(),
+        "If-None-Match": "*",  # write-once: S3 refuses a second PUT, and one without it
     }
-    assert "X-Amz-SignedHeaders=content-length%3Bcontent-type%3Bhost%3Bx-amz-checksum-sha256" in (
-        upload.url
+    signed = "content-length%3Bcontent-type%3Bhost%3Bif-none-match%3Bx-amz-checksum-sha256"
+    assert f"X-Amz-SignedHeaders={signed}&" in upload.url
+    adapter.conditional_writes = False  # BROKER_S3_CONDITIONAL_WRITES=off
+    plain = adapter.presign_put(
+        "t/b/k", size=1, content_type="a/b", sha256=None, expires_at=NOW + 60
     )
+    assert plain.headers == {"Content-Length": "1", "Content-Type": "a/b"}
+    assert "X-Amz-SignedHeaders=content-length%3Bcontent-type%3Bhost&" in plain.url
     assert "X-Amz-Algorithm=AWS4-HMAC-SHA256" in upload.url  # SigV4, never SigV2
 
 

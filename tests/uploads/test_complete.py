@@ -23,7 +23,7 @@ def h(make_harness: Callable[..., Harness], storage_backend: StorageBackend) -> 
 
 
 def _object(harness: Harness, created: dict[str, Any]) -> str:
-    return f"acme/{created['bucket']}/{created['key']}"
+    return f"acme/{created['bucket']}/{created['id']}/{created['key']}"
 
 
 def _exists(harness: Harness, key: str) -> bool:

@@ -72,7 +72,7 @@ def _complete(h: Harness, key: dict[str, str], file_id: str, parts: Any = None) 
 
 
 def _stored(h: Harness, created: dict[str, Any]) -> bool:
-    return h.storage.head(f"acme/{created['bucket']}/{created['key']}") is not None
+    return h.storage.head(f"acme/{created['bucket']}/{created['id']}/{created['key']}") is not None
 
 
 def _upload_id(h: Harness, file_id: str) -> str:
