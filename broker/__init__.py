@@ -104,7 +104,7 @@ def create_app(
             return request_base_url()
         return f"http://127.0.0.1:{settings.port}"
 
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # /static/… is api/static.py's
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["broker"] = services.build(settings, database, clock=clock, base_url=base_url)
     errors.init_app(app)

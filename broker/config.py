@@ -263,6 +263,9 @@ class Settings:
     """``BROKER_S3_CONDITIONAL_WRITES``: sign ``If-None-Match: *`` into upload URLs and send
     it with the broker's own writes, so S3 writes each object once; ``off`` for a service
     that ignores or refuses conditional writes (README: Storage)."""
+    demo: bool = False
+    """``BROKER_DEMO``: serve the demo page at ``/demo`` (and its token route, which hands
+    any visitor a browser token minted with ``BROKER_ADMIN_KEY``: development only)."""
 
     @property
     def is_sqlite(self) -> bool:
@@ -366,6 +369,9 @@ class Settings:
             ),
             "s3_conditional_writes": boolean("BROKER_S3_CONDITIONAL_WRITES", True),
         }
+        settings["demo"] = boolean("BROKER_DEMO", False)
+        if settings["demo"] and admin_key is None:
+            problems.append("BROKER_DEMO needs BROKER_ADMIN_KEY (the demo mints tokens with it)")
         if settings["db_timeout"] > MAX_DB_TIMEOUT:  # type: ignore[operator]
             problems.append(f"BROKER_DB_TIMEOUT must be at most {MAX_DB_TIMEOUT} seconds")
         read.check()

@@ -77,6 +77,7 @@ def test_postgres_url_uses_psycopg3(tmp_path: Path) -> None:
         ({"BROKER_STORAGE": "s3"}, "BROKER_S3_BUCKET is required"),
         ({"BROKER_BUCKETS": "/no/such/file.toml"}, "cannot read /no/such/file.toml"),
         ({"BROKER_LOG_LEVEL": "loud"}, "BROKER_LOG_LEVEL='LOUD'"),
+        ({"BROKER_DEMO": "1"}, "BROKER_DEMO needs BROKER_ADMIN_KEY"),
     ],
 )
 def test_bad_values_are_named(tmp_path: Path, env: dict[str, str], fragment: str) -> None:

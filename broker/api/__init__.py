@@ -145,10 +145,14 @@ def _close_if_body_unread(response: Response) -> Response:
 
 def init_app(app: Flask) -> None:
     """Register every blueprint and the request-id hooks."""
-    from . import blobs, buckets, downloads, files, keys, meta, tokens
+    from . import blobs, buckets, downloads, files, keys, meta, static, tokens
 
     app.before_request(_assign_request_id)
     app.after_request(_echo_request_id)
     app.after_request(_close_if_body_unread)
-    for module in (files, buckets, keys, tokens, blobs, downloads, meta):
+    for module in (files, buckets, keys, tokens, blobs, downloads, meta, static):
         app.register_blueprint(module.bp)
+    if cast(Services, app.extensions["broker"]).settings.demo:
+        from . import demo
+
+        app.register_blueprint(demo.bp)
