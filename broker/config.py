@@ -162,6 +162,18 @@ class _Env:
             self.problems.append("BROKER_REDIS_URL must be a redis://, rediss:// or unix:// URL")
         return url
 
+    def database_url(self, default: str) -> str:
+        """``BROKER_DATABASE_URL``, else the platforms' ``DATABASE_URL`` (Heroku Postgres);
+        ``postgres://`` (what most hosts hand out) and ``postgresql://`` both mean psycopg 3,
+        the driver installed (SQLAlchemy's bare scheme would mean psycopg2)."""
+        name = "BROKER_DATABASE_URL" if self.text("BROKER_DATABASE_URL") else "DATABASE_URL"
+        url = self.text(name, default) or default
+        if not re.match(r"^(sqlite|postgres|postgresql)(\+\w+)?://", url):
+            self.problems.append(f"{name} must be a sqlite:///, postgres:// or postgresql:// URL")
+        elif re.match(r"^postgres(ql)?(\+psycopg)?://", url):
+            url = "postgresql+psycopg://" + url.split("://", 1)[1]
+        return url
+
     def check(self) -> None:
         """Raise ConfigError listing every problem found so far."""
         if self.problems:
@@ -285,12 +297,7 @@ class Settings:
             storage = "local"
 
         data_dir = Path(text("BROKER_DATA_DIR", "broker-data") or "broker-data").resolve()
-        database_url = text("BROKER_DATABASE_URL") or f"sqlite:///{data_dir / 'broker.sqlite3'}"
-        if not re.match(r"^(sqlite|postgresql)(\+\w+)?://", database_url):
-            problems.append("BROKER_DATABASE_URL must be a sqlite:/// or postgresql:// URL")
-        elif database_url.startswith("postgresql://"):
-            # psycopg 3 is the maintained driver; SQLAlchemy's bare scheme means psycopg2.
-            database_url = "postgresql+psycopg://" + database_url[len("postgresql://") :]
+        database_url = read.database_url(f"sqlite:///{data_dir / 'broker.sqlite3'}")
 
         secret_key = text("BROKER_SECRET_KEY")
         if secret_key is not None and len(secret_key) < MIN_SECRET_LENGTH:

@@ -63,6 +63,41 @@ def test_postgres_url_uses_psycopg3(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    "given",
+    [
+        "postgres://u:p@db.example:5432/d1",  # what Heroku Postgres hands out
+        "postgresql://u:p@db.example:5432/d1",
+        "postgresql+psycopg://u:p@db.example:5432/d1",
+    ],
+)
+def test_platform_database_url_is_read_and_mapped_to_psycopg3(tmp_path: Path, given: str) -> None:
+    settings = _settings(tmp_path, DATABASE_URL=given)
+    assert settings.database_url == "postgresql+psycopg://u:p@db.example:5432/d1"
+    assert settings.auto_migrate is False  # PostgreSQL: the release step migrates
+
+
+def test_broker_database_url_wins_over_the_platforms(tmp_path: Path) -> None:
+    settings = _settings(
+        tmp_path, BROKER_DATABASE_URL="postgres://mine@h/a", DATABASE_URL="postgres://theirs@h/b"
+    )
+    assert settings.database_url == "postgresql+psycopg://mine@h/a"
+    settings = _settings(tmp_path, BROKER_DATABASE_URL="", DATABASE_URL="postgres://theirs@h/b")
+    assert settings.database_url == "postgresql+psycopg://theirs@h/b"
+
+
+def test_bad_platform_database_url_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="DATABASE_URL must be a sqlite") as caught:
+        _settings(tmp_path, DATABASE_URL="mysql://x")
+    assert "BROKER_DATABASE_URL" not in str(caught.value)
+
+
+def test_platform_redis_url_is_read_when_the_brokers_is_unset(tmp_path: Path) -> None:
+    assert _settings(tmp_path, REDIS_URL="redis://r:6379/0").redis_url == "redis://r:6379/0"
+    both = _settings(tmp_path, BROKER_REDIS_URL="redis://mine/1", REDIS_URL="redis://theirs/0")
+    assert both.redis_url == "redis://mine/1"
+
+
+@pytest.mark.parametrize(
     ("env", "fragment"),
     [
         ({"BROKER_STORAGE": "ftp"}, "BROKER_STORAGE='ftp' must be 'local' or 's3'"),
