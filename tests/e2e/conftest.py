@@ -42,10 +42,11 @@ STARTUP_TIMEOUT = 20.0
 SHUTDOWN_TIMEOUT = 15.0
 HTTP_TIMEOUT = 15.0
 
-# Inherited settings that would change where or how the server listens or keeps data
+# Inherited settings that would change where or how the server listens or keeps data (the
+# platforms' DATABASE_URL and REDIS_URL are read when the BROKER_ ones are unset)
 # (every BROKER_* and AWS_* variable is dropped as well; each test says what it wants, and
 # S3-mode servers get throwaway LocalStack credentials from ``s3_env``, never inherited ones).
-_DROPPED_ENV = ("PORT", "WEB_CONCURRENCY", "PROMETHEUS_MULTIPROC_DIR")
+_DROPPED_ENV = ("PORT", "WEB_CONCURRENCY", "PROMETHEUS_MULTIPROC_DIR", "DATABASE_URL", "REDIS_URL")
 _DROPPED_PREFIXES = ("BROKER_", "AWS_")
 
 
