@@ -38,9 +38,10 @@ graceful_timeout = 30
 keepalive = 5
 limit_request_line = 8190  # signed blob URLs carry their token in the path
 forwarded_allow_ips = _server.forwarded_allow_ips
-accesslog = "-"
+# No gunicorn access log: its request line carries signed tokens (/v1/blobs/<token>). The
+# app logs each request itself, by route, never by path (broker/api/access_log.py).
+accesslog = None
 errorlog = "-"
-access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms req=%({x-request-id}o)s'
 
 # One metrics directory per server start so /metrics sums every worker's counters.
 if _server.metrics_dir is None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from .. import health as health_check
 from .. import metrics, openapi
@@ -41,5 +41,6 @@ def openapi_document() -> Response:
 @operation(summary="Prometheus metrics", response=(200, None), auth=False,
            produces="text/plain")  # fmt: skip
 def prometheus() -> Response:
-    """Prometheus text format."""
+    """Prometheus text format, as ``BROKER_METRICS`` allows (README: Observability)."""
+    metrics.authorize(service().settings, request.headers.get("Authorization", ""))
     return metrics.render()
