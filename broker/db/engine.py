@@ -18,6 +18,7 @@ from . import migrate
 from .groupcommit import UNAVAILABLE, GroupCommit
 
 T = TypeVar("T")
+_TIMED = {kind: (DB_LATENCY.labels(kind), DB_ERRORS.labels(kind)) for kind in ("read", "write")}
 BUSY_TIMEOUT = 5.0  # seconds a SQLite writer waits for the lock before answering 503
 _log = logging.getLogger("broker.db")
 
@@ -200,14 +201,15 @@ class Database:
 def _measured(kind: str) -> Iterator[None]:
     """Time one transaction (``broker_db_transaction_duration_seconds``) and count it in
     ``broker_db_errors_total`` when the database was unavailable."""
+    latency, errors = _TIMED[kind]
     started = time.perf_counter()
     try:
         yield
     except DatabaseUnavailable:
-        DB_ERRORS.labels(kind).inc()
+        errors.inc()
         raise
     finally:
-        DB_LATENCY.labels(kind).observe(time.perf_counter() - started)
+        latency.observe(time.perf_counter() - started)
 
 
 def _ms(seconds: float) -> int:
