@@ -53,14 +53,10 @@ def configure(log_format: str, level: str) -> None:
     logging.getLogger("broker").setLevel(level)
 
 
-def _start() -> None:
-    g.access_started = time.perf_counter()
-
-
 def _log(response: Response) -> Response:
     if not log.isEnabledFor(logging.INFO):
         return response
-    started = g.get("access_started")
+    started = g.get("request_started")  # stamped by metrics.py's before_request hook
     principal = g.get("principal")
     rule = request.url_rule
     fields = {
@@ -81,6 +77,6 @@ def _log(response: Response) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    """Time every request and log it once its answer is ready."""
-    app.before_request(_start)
+    """Log every request once its answer is ready (timed from ``metrics.py``'s stamp, so
+    register this after ``metrics.init_app``: after_request hooks run last-first)."""
     app.after_request(_log)
