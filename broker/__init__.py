@@ -77,7 +77,7 @@ def create_app(
     from flask_cors import CORS
 
     from . import api, metrics, services
-    from .api import errors
+    from .api import access_log, errors
     from .api.limits import RateLimits
     from .config import Settings
     from .db import Database
@@ -85,9 +85,7 @@ def create_app(
     env = dict(os.environ if environ is None else environ)
     env.update(overrides or {})
     settings = Settings.from_env(env)
-    if not logging.getLogger().handlers:  # gunicorn or the host app may have set this up
-        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("broker").setLevel(settings.log_level)
+    access_log.configure(settings.log_format, settings.log_level)
     clock = clock or time.time
 
     # Nothing here touches the database: a worker that boots while it is locked or down
@@ -109,6 +107,7 @@ def create_app(
     app.extensions["broker"] = services.build(settings, database, clock=clock, base_url=base_url)
     errors.init_app(app)
     metrics.init_app(app)
+    access_log.init_app(app)
     api.init_app(app)
     RateLimits(settings).init_app(app)
     if settings.cors_origins:

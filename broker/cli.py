@@ -1,4 +1,4 @@
-"""The ``broker`` command: serve, db upgrade, keys create|list|revoke, sweep, s3 setup."""
+"""The ``broker`` command: serve, config, db upgrade, keys create|list|revoke, sweep, s3 setup."""
 
 from __future__ import annotations
 
@@ -86,6 +86,21 @@ def serve(host: str, port: int | None, workers: int | None) -> None:
         err=True,
     )
     os.execv(argv[0], argv)  # noqa: S606  (replace this process: signals reach gunicorn)
+
+
+@main.command("config")
+def config_command() -> None:
+    """Print the effective settings: each variable, its value (secrets masked) and where
+    it came from (env or default); a bad value is refused as at start-up."""
+    from .settings_report import effective
+
+    try:
+        rows = effective(os.environ)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    width = max(len(name) for name, _, _ in rows)
+    for name, value, source in rows:
+        click.echo(f"{name:<{width}}  {source:<7}  {value}")
 
 
 @main.group()

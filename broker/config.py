@@ -6,6 +6,7 @@ import json
 import os
 import re
 import secrets
+import sys
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -61,7 +62,8 @@ def rate_limit(value: Any) -> str:
 
 
 class ConfigError(Exception):
-    """The environment does not describe a runnable broker; the message lists every problem."""
+    """The environment does not describe a runnable broker; the message lists every problem
+    on one line (what start-up prints, under gunicorn as under ``broker serve``)."""
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,14 @@ class _Env:
             return default
         return value
 
+    def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
+        """One of ``allowed`` (case-insensitive)."""
+        raw = (self.text(name, default) or default).lower()
+        if raw not in allowed:
+            self.problems.append(f"{name}={raw!r} must be one of {', '.join(allowed)}")
+            return default
+        return raw
+
     def boolean(self, name: str, default: bool) -> bool:
         """``1/true/yes/on`` or ``0/false/no/off``."""
         raw = self.text(name)
@@ -177,7 +187,7 @@ class _Env:
     def check(self) -> None:
         """Raise ConfigError listing every problem found so far."""
         if self.problems:
-            raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(self.problems))
+            raise ConfigError("invalid configuration: " + "; ".join(self.problems))
 
 
 @dataclass(frozen=True)
@@ -199,6 +209,9 @@ class ServerSettings:
     """``BROKER_MALLOC_TUNING``: keep freed large buffers in the worker (glibc only)."""
     control_socket: bool
     """``BROKER_GUNICORN_CONTROL_SOCKET``: gunicorn's control socket (off by default)."""
+    metrics_dir: str | None = None
+    """``PROMETHEUS_MULTIPROC_DIR``: where workers keep their metrics so ``/metrics`` sums
+    them; None: a fresh directory per server start (``gunicorn_conf.py``)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ServerSettings:
@@ -214,6 +227,7 @@ class ServerSettings:
             forwarded_allow_ips=read.text("FORWARDED_ALLOW_IPS", "127.0.0.1,::1") or "",
             malloc_tuning=read.boolean("BROKER_MALLOC_TUNING", True),
             control_socket=read.boolean("BROKER_GUNICORN_CONTROL_SOCKET", False),
+            metrics_dir=read.text("PROMETHEUS_MULTIPROC_DIR"),
         )
         read.check()
         return settings
@@ -275,6 +289,15 @@ class Settings:
     """``BROKER_S3_CONDITIONAL_WRITES``: sign ``If-None-Match: *`` into upload URLs and send
     it with the broker's own writes, so S3 writes each object once; ``off`` for a service
     that ignores or refuses conditional writes (README: Storage)."""
+    log_format: Literal["text", "json"] = "text"
+    """``BROKER_LOG_FORMAT``: ``text``, ``json`` (one object per line), or ``auto`` (text on
+    a terminal, else json), resolved here."""
+    metrics: Literal["off", "public", "token"] = "token"
+    """``BROKER_METRICS``: who may read ``/metrics``: nobody (404), anyone, or a caller
+    presenting ``BROKER_METRICS_TOKEN`` as a bearer token (the default; without a token
+    set, nobody)."""
+    metrics_token: str | None = None
+    """``BROKER_METRICS_TOKEN``: the bearer token ``/metrics`` asks for (≥ 16 characters)."""
     demo: bool = False
     """``BROKER_DEMO``: serve the demo page at ``/demo`` (and its token route, which hands
     any visitor a browser token minted with ``BROKER_ADMIN_KEY``: development only)."""
@@ -375,16 +398,34 @@ class Settings:
                 "BROKER_STORAGE_BREAKER_COOLDOWN", 5.0, minimum=0.1
             ),
             "s3_conditional_writes": boolean("BROKER_S3_CONDITIONAL_WRITES", True),
+            **_observability(read),
         }
         settings["demo"] = boolean("BROKER_DEMO", False)
         if settings["demo"] and admin_key is None:
             problems.append("BROKER_DEMO needs BROKER_ADMIN_KEY (the demo mints tokens with it)")
-        if settings["db_timeout"] > MAX_DB_TIMEOUT:  # type: ignore[operator]
+        if settings["db_timeout"] > MAX_DB_TIMEOUT:
             problems.append(f"BROKER_DB_TIMEOUT must be at most {MAX_DB_TIMEOUT} seconds")
         read.check()
         if secret_key is None:
             secret_key = ensure_secret_key(data_dir)
-        return cls(secret_key=secret_key, **settings)  # type: ignore[arg-type]
+        return cls(secret_key=secret_key, **settings)
+
+
+def _observability(read: _Env) -> dict[str, Any]:
+    """``BROKER_LOG_FORMAT``, ``BROKER_METRICS`` and ``BROKER_METRICS_TOKEN``."""
+    log_format = read.choice("BROKER_LOG_FORMAT", "text", ("text", "json", "auto"))
+    if log_format == "auto":
+        log_format = "text" if sys.stderr.isatty() else "json"
+    token = read.text("BROKER_METRICS_TOKEN")
+    if token is not None and len(token) < MIN_ADMIN_KEY_LENGTH:
+        read.problems.append(
+            f"BROKER_METRICS_TOKEN must be at least {MIN_ADMIN_KEY_LENGTH} characters"
+        )
+    return {
+        "log_format": log_format,
+        "metrics": read.choice("BROKER_METRICS", "token", ("off", "public", "token")),
+        "metrics_token": token,
+    }
 
 
 def load_buckets(path: Path) -> dict[str, BucketPolicy]:

@@ -11,17 +11,24 @@ import json
 import os
 import secrets
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import gunicorn.util
 
-from broker.config import ServerSettings
+from broker.config import ConfigError, ServerSettings, Settings
 from broker.errors import CATALOGUE, ErrorCode
 
-# Every value comes from config.py, which validates it (a bad one stops start-up there).
-_server = ServerSettings.from_env(os.environ)
+# Every value comes from config.py, which validates it. A bad one stops start-up here with
+# one line (SystemExit passes through gunicorn's config loader; any other exception would be
+# printed with its traceback).
+try:
+    _server = ServerSettings.from_env(os.environ)
+    Settings.from_env(os.environ)
+except ConfigError as _refused:
+    sys.exit(f"broker: {_refused}")
 bind = [_server.bind]
 worker_class = "gthread"
 workers = _server.workers
@@ -31,12 +38,13 @@ graceful_timeout = 30
 keepalive = 5
 limit_request_line = 8190  # signed blob URLs carry their token in the path
 forwarded_allow_ips = _server.forwarded_allow_ips
-accesslog = "-"
+# No gunicorn access log: its request line carries signed tokens (/v1/blobs/<token>). The
+# app logs each request itself, by route, never by path (broker/api/access_log.py).
+accesslog = None
 errorlog = "-"
-access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms req=%({x-request-id}o)s'
 
 # One metrics directory per server start so /metrics sums every worker's counters.
-if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+if _server.metrics_dir is None:
     _metrics_dir = Path(tempfile.gettempdir()) / f"broker-metrics-{os.getpid()}"
     shutil.rmtree(_metrics_dir, ignore_errors=True)
     _metrics_dir.mkdir(parents=True)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .config import Clock
+from .metrics import DOWNLOAD_LINKS
 from .tokens import ExpiringTokens
 
 SALT = "broker.download"
@@ -37,6 +38,7 @@ class DownloadLinks:
     def sign(self, tenant: str, file_id: str, expires_at: int) -> str:
         """A link to the file, valid until ``expires_at``."""
         token = self._tokens.dumps({"t": tenant, "f": file_id, "e": expires_at})
+        DOWNLOAD_LINKS.inc()
         return f"{self._base_url()}/v1/downloads/{token}"
 
     def verify(self, token: str) -> DownloadGrant:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from .context import Context
 from .errors import BrokerError
+from .metrics import DOWNLOAD_URLS, PART_URLS, UPLOAD_URLS
 from .models import (
     FileRecord,
     FileView,
@@ -65,6 +66,7 @@ class FileViews:
         """How to send a pending file's bytes: one signed PUT, or a signed URL per part."""
         if record.multipart:
             return self.parts(record)
+        UPLOAD_URLS.inc()
         return self.ctx.storage.presign_put(
             record.storage_key,
             size=record.size,
@@ -98,6 +100,7 @@ class FileViews:
                     headers=signed.headers,
                 )
             )
+        PART_URLS.inc(len(signed_parts))
         return MultipartInstructions(
             method="PUT",
             part_size=record.part_size,
@@ -117,6 +120,7 @@ class FileViews:
         until = ctx.now() + min(ctx.settings.download_ttl, ctx.policy_of(record).max_url_ttl)
         if is_active_content(record.mime_type) and not ctx.storage.serves_nosniff:
             return SignedDownload(ctx.links.sign(record.tenant, record.id, until), until)
+        DOWNLOAD_URLS.inc()
         url = ctx.storage.presign_get(
             record.storage_key,
             filename=display_name(record.name),

@@ -13,6 +13,15 @@ from ..errors import BrokerError, ErrorCode
 log = logging.getLogger("broker")
 
 
+_CHALLENGES: Mapping[str, str] = {
+    "auth.missing_key": 'Bearer realm="broker"',
+    "auth.invalid_key": 'Bearer realm="broker", error="invalid_token"',
+    "auth.expired_key": 'Bearer realm="broker", error="invalid_token"',
+}
+"""RFC 6750's challenge on every 401: no credentials, or a token that is not (or no
+longer) good."""
+
+
 def error_response(error: BrokerError) -> Response:
     """Render the contract's envelope; the request id is echoed by the request-id hook."""
     body = {
@@ -23,6 +32,8 @@ def error_response(error: BrokerError) -> Response:
     response.status_code = error.status
     for name, value in error.headers.items():
         response.headers[name] = value
+    if error.status == 401:
+        response.headers["WWW-Authenticate"] = _CHALLENGES.get(error.code, 'Bearer realm="broker"')
     return response
 
 

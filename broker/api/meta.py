@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from .. import health as health_check
 from .. import metrics, openapi
@@ -38,8 +38,11 @@ def openapi_document() -> Response:
 
 
 @bp.get("/metrics")
-@operation(summary="Prometheus metrics", response=(200, None), auth=False,
-           produces="text/plain")  # fmt: skip
+@operation(summary="Prometheus metrics", response=(200, None), auth=False, errors=(401, 404),
+           produces="text/plain",
+           description="Who may read them: BROKER_METRICS (default: a bearer of "
+           "BROKER_METRICS_TOKEN; 404 while none is set).")  # fmt: skip
 def prometheus() -> Response:
-    """Prometheus text format."""
+    """Prometheus text format, as ``BROKER_METRICS`` allows (README: Observability)."""
+    metrics.authorize(service().settings, request.headers.get("Authorization", ""))
     return metrics.render()

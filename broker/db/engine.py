@@ -13,10 +13,12 @@ from sqlalchemy import Connection, Engine, create_engine, event, func, literal, 
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from ..errors import DatabaseUnavailable
+from ..metrics import DB_ERRORS, DB_LATENCY
 from . import migrate
 from .groupcommit import UNAVAILABLE, GroupCommit
 
 T = TypeVar("T")
+_TIMED = {kind: (DB_LATENCY.labels(kind), DB_ERRORS.labels(kind)) for kind in ("read", "write")}
 BUSY_TIMEOUT = 5.0  # seconds a SQLite writer waits for the lock before answering 503
 _log = logging.getLogger("broker.db")
 
@@ -116,30 +118,33 @@ class Database:
     @contextmanager
     def read(self) -> Iterator[Connection]:
         """A read-only transaction (a consistent snapshot)."""
-        self._ready()
-        with self._transaction(write=False) as conn:
-            yield conn
+        with _measured("read"):
+            self._ready()
+            with self._transaction(write=False) as conn:
+                yield conn
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A read-write transaction, committed when the block ends without an exception
         (on SQLite it holds the one writer's lock from its start: BEGIN IMMEDIATE). Not
         group-committed: short request writes go through ``run_write``."""
-        self._ready()
-        with self._transaction(write=True) as conn:
-            yield conn
+        with _measured("write"):
+            self._ready()
+            with self._transaction(write=True) as conn:
+                yield conn
 
     def run_write(self, work: Callable[[Connection], T]) -> T:
         """Run ``work`` in a short write transaction; on SQLite it is group-committed
         (``work`` may then run twice and in another thread: see GroupCommit.run)."""
-        self._ready()
         if self._group is None:
             with self.write() as conn:
                 return work(conn)
-        try:
-            return self._group.run(work)
-        except UNAVAILABLE as exc:  # a write's own statement failed (alone, see run)
-            raise DatabaseUnavailable from exc
+        with _measured("write"):
+            self._ready()
+            try:
+                return self._group.run(work)
+            except UNAVAILABLE as exc:  # a write's own statement failed (alone, see run)
+                raise DatabaseUnavailable from exc
 
     def ping(self) -> None:
         """Raise DatabaseUnavailable unless the database answers."""
@@ -190,6 +195,21 @@ class Database:
         if self._group is not None:
             self._group.close()
         self.engine.dispose()
+
+
+@contextmanager
+def _measured(kind: str) -> Iterator[None]:
+    """Time one transaction (``broker_db_transaction_duration_seconds``) and count it in
+    ``broker_db_errors_total`` when the database was unavailable."""
+    latency, errors = _TIMED[kind]
+    started = time.perf_counter()
+    try:
+        yield
+    except DatabaseUnavailable:
+        errors.inc()
+        raise
+    finally:
+        latency.observe(time.perf_counter() - started)
 
 
 def _ms(seconds: float) -> int:

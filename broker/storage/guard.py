@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from ..errors import StorageUnavailable
+from ..metrics import STORAGE_ERRORS, STORAGE_LATENCY
 
 log = logging.getLogger("broker.storage.guard")
 
@@ -97,10 +98,16 @@ class StorageGuard:
         """Run one storage call: 503 at once while the breaker is open or every slot is
         busy. Yields ``failed``: the caller calls it when storage did not answer (a
         time-out, a refused connection, a 5xx); returning normally, or with an error
-        storage answered (404, a refused part), counts as storage answering."""
-        probe = self._admit(action)
+        storage answered (404, a refused part), counts as storage answering. Each call's
+        time and each failure are counted (``broker_storage_*``, by action)."""
+        try:
+            probe = self._admit(action)
+        except StorageUnavailable:
+            STORAGE_ERRORS.labels(action, "refused").inc()
+            raise
         if not self._slots.acquire(timeout=BULKHEAD_WAIT):
             self._settle(probe, None)
+            STORAGE_ERRORS.labels(action, "refused").inc()
             raise StorageUnavailable(
                 f"Too many storage calls are waiting; retry shortly ({action}).",
                 action=action,
@@ -112,11 +119,15 @@ class StorageGuard:
             nonlocal failed
             failed = True
 
+        started = time.perf_counter()
         try:
             yield mark
         finally:
             self._slots.release()
             self._settle(probe, failed)
+            STORAGE_LATENCY.labels(action).observe(time.perf_counter() - started)
+            if failed:
+                STORAGE_ERRORS.labels(action, "unavailable").inc()
 
     def _admit(self, action: str) -> bool:
         """Let the call through (True when it is the probe of an open breaker) or 503."""

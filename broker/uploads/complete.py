@@ -10,7 +10,7 @@ from typing import Any
 
 from ..auth import require
 from ..errors import BrokerError, UploadMismatch
-from ..metrics import COMPLETIONS
+from ..metrics import BYTES_VALIDATED, COMPLETIONS
 from ..models import FileRecord, FileView, Principal, Scope, Status
 from ..storage.base import ObjectInfo
 from ..views import UseCase
@@ -71,6 +71,7 @@ class Completions(UseCase):
             # Someone else completed, aborted or deleted it meanwhile: report what is true now.
             return self.views.view(ctx.file(principal, file_id))
         COMPLETIONS.labels(result="complete").inc()
+        BYTES_VALIDATED.inc(record.size)
         done = replace(
             record, status=Status.COMPLETE, completed_at=now, updated_at=now,
             etag=info.etag, version_id=info.version_id,

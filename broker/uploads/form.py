@@ -22,7 +22,7 @@ from typing import Any
 
 from ..auth import require
 from ..errors import BrokerError, validation_error
-from ..metrics import COMPLETIONS
+from ..metrics import BYTES_VALIDATED, COMPLETIONS
 from ..models import FileRecord, Principal, Scope, Status
 from ..storage import Expected
 from ..views import UseCase
@@ -115,6 +115,7 @@ class ProxiedUploads(UseCase):
                 f"File {record.id} was deleted or expired while its bytes arrived.",
             )
         COMPLETIONS.labels(result="complete").inc()
+        BYTES_VALIDATED.inc(done.size)
         return Declared(view=self.views.view(done))
 
     def _keep_pending(self, record: FileRecord, chunks: Iterable[bytes]) -> Iterator[bytes]:

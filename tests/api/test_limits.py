@@ -126,7 +126,7 @@ def test_failed_authentication_is_limited_by_address(
 
 
 def test_routes_without_a_key_are_not_limited(make_harness: Callable[..., Harness]) -> None:
-    harness = make_harness(BROKER_RATE_LIMIT="2/minute")
+    harness = make_harness(BROKER_RATE_LIMIT="2/minute", BROKER_METRICS="public")
     acme = harness.key("acme")
     created = harness.declare(acme, size=4)
     for _ in range(5):

@@ -15,7 +15,8 @@ def test_health_is_open_and_ok(client: Client) -> None:
     assert response.json["status"] == "ok"
 
 
-def test_metrics_count_requests_by_route(harness: Harness) -> None:
+def test_metrics_count_requests_by_route(make_harness: Callable[..., Harness]) -> None:
+    harness = make_harness(BROKER_METRICS="public")
     headers = harness.key()
     harness.upload(headers, b"abc")
     text = harness.client.get("/metrics").get_data(as_text=True)

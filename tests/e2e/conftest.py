@@ -437,6 +437,9 @@ def inherited_env() -> dict[str, str]:
     }
 
 
+METRICS_TOKEN = "e2e-metrics-token-0123456789"
+
+
 def broker_env(base: Path, admin_key: str, overrides: Mapping[str, str]) -> dict[str, str]:
     """The server's environment: ours, minus anything that would redirect it, plus the test's."""
     env = inherited_env()
@@ -451,6 +454,7 @@ def broker_env(base: Path, admin_key: str, overrides: Mapping[str, str]) -> dict
         BROKER_QUOTA_PENDING_FILES="off",
         BROKER_QUOTA_PENDING_BYTES="off",
         PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+        BROKER_METRICS_TOKEN=METRICS_TOKEN,
         NO_PROXY=LOOPBACK,
         no_proxy=LOOPBACK,
     )

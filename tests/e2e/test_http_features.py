@@ -11,7 +11,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from .conftest import BrokerServer, RawConnection, Tenant, expect_error
+from .conftest import METRICS_TOKEN, BrokerServer, RawConnection, Tenant, expect_error
 
 pytestmark = pytest.mark.e2e
 
@@ -112,7 +112,10 @@ def test_content_of_a_pending_file_is_not_received(owner: Tenant) -> None:
 
 def test_metrics(broker: BrokerServer, owner: Tenant, stored: dict[str, Any]) -> None:
     owner.get(stored["id"])
-    response = broker.client().get("/metrics")
+    refused = broker.client().get("/metrics")
+    assert refused.status_code == 401
+    assert refused.headers["www-authenticate"] == 'Bearer realm="broker"'
+    response = broker.client().get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     assert "broker_http_requests_total{" in response.text

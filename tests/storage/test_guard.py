@@ -155,3 +155,34 @@ def test_settings_and_build_storage(tmp_path: object) -> None:
     ]:
         with pytest.raises(Exception, match=name):
             Settings.from_env({**env, name: value})
+
+
+def test_calls_and_failures_are_counted_by_action() -> None:
+    from prometheus_client import REGISTRY
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    before = {
+        "calls": sample("broker_storage_call_duration_seconds_count", action="metered"),
+        "unavailable": sample(
+            "broker_storage_errors_total", action="metered", reason="unavailable"
+        ),
+        "refused": sample("broker_storage_errors_total", action="metered", reason="refused"),
+    }
+    guard = StorageGuard(limit=4, threshold=1, cool_down=5.0, clock=Ticks())
+    with guard.call("metered"):
+        pass
+    with guard.call("metered") as failed:
+        failed()
+    with pytest.raises(StorageUnavailable), guard.call("metered"):
+        pass  # the breaker is open: refused, storage not asked
+    assert sample("broker_storage_call_duration_seconds_count", action="metered") == (
+        before["calls"] + 2
+    )
+    assert sample("broker_storage_errors_total", action="metered", reason="unavailable") == (
+        before["unavailable"] + 1
+    )
+    assert sample("broker_storage_errors_total", action="metered", reason="refused") == (
+        before["refused"] + 1
+    )
