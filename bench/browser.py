@@ -656,7 +656,7 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
     admin_key = secrets.token_urlsafe(32)
     say(
         f"machine: {os.cpu_count()} CPUs, load average {load_average()}, Python "
-        f"{sys.version.split()[0]}, Chromium {CHROMIUM}"
+        f"{sys.version.split()[0]}"
     )
     say(
         f"load:    {args.small} files of {args.small_kib} KiB, 1 file of {args.large_mib} MiB, "
@@ -688,6 +688,7 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
         playwright = cleanup.enter_context(sync_playwright())
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         cleanup.callback(browser.close)
+        say(f"browser: Chromium {browser.version} (headless), Uppy {UPPY_DIR.name}")
         context = browser.new_context()
         page = context.new_page()
         console: list[str] = []
