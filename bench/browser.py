@@ -297,6 +297,12 @@ def tree_cpu_seconds(root: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_times() -> tuple[int, int]:
+    """(idle + iowait, total) jiffies of all CPUs, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return values[3] + values[4], sum(values)
+
+
 def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -631,7 +637,10 @@ def report(
                 line += f"; {requests:.1f} requests/file at gunicorn"
             say(line)
     say("")
-    say(f"{'ratio broker.js / Uppy':<28} {'median':>6}  goal     verdict  rounds")
+    say(
+        f"{'ratio broker.js / Uppy':<24} {'median':>6}  goal    verdict  "
+        f"{'CPU server':>10} {'browser':>7}  rounds"
+    )
     for batch in batches:
         ours = results[f"{js.name}/{batch.name}"]
         theirs = results[f"{uppy.name}/{batch.name}"]
@@ -642,7 +651,21 @@ def report(
         verdict = "PASS" if value >= GOAL else "FAIL"
         rounds = ", ".join(f"{r:.2f}" for r in ratios)
         label = f"{batch.name} ({metric})"
-        say(f"{label:<28} {value:6.2f}  >= {GOAL:.1f}  {verdict:<7}  {rounds}")
+        # The other way round for CPU (Uppy's over broker.js's): above 1, broker.js is cheaper.
+        server = median([b.server_cpu for b in theirs]) / max(
+            1e-9, median([a.server_cpu for a in ours])
+        )
+        browser = median([b.browser_cpu for b in theirs]) / max(
+            1e-9, median([a.browser_cpu for a in ours])
+        )
+        say(
+            f"{label:<24} {value:6.2f}  >= {GOAL:.1f}  {verdict:<7}  "
+            f"{server:10.2f} {browser:7.2f}  {rounds}"
+        )
+    say(
+        "(CPU columns: Uppy's median CPU over broker.js's for the same batch, gunicorn and "
+        "browser; above 1.00 broker.js costs less)"
+    )
 
 
 # -- the run ----------------------------------------------------------------------------------
@@ -707,6 +730,7 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
             measure_batch(page, api, target, warmup, f"w-{target.name}", args.concurrency, stack)
         say(f"warm-up: {len(warmup.sizes)} small files through each target, checked, deleted")
         say("measuring (per batch: rate, time in the page, CPU per unit):")
+        idle_before = cpu_times()
         for round_index in range(args.rounds):
             order = targets if round_index % 2 == 0 else targets[::-1]
             for batch in batches:
@@ -723,7 +747,9 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
                         f"  round {round_index + 1} {target.name:<10} {batch.name:<6} "
                         f"{describe(batch, sample)}"
                     )
-        say(f"load average now {load_average()}")
+        idle_after = cpu_times()
+        idle = (idle_after[0] - idle_before[0]) / max(1, idle_after[1] - idle_before[1])
+        say(f"load average now {load_average()}; machine {idle:.0%} idle while measuring")
         report(targets, batches, results)
 
 
