@@ -61,12 +61,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.create import (  # the same servers, HTTP helper and temp dir as create.py
     LOOPBACK,
+    PROJECT_ROOT,
     WORKERS,
     BenchError,
     Reply,
     Server,
     call,
-    gunicorn_facts,
     mint_key,
     positive,
     run_main,
@@ -745,8 +745,12 @@ def start_broker(workdir: Path, admin_key: str) -> Server:
     home = workdir / "broker"
     buckets = workdir / "buckets.toml"
     write_buckets(buckets)
-    extra = {"BROKER_ADMIN_KEY": admin_key, "BROKER_BUCKETS": str(buckets)}
-    server = Server("broker", "wsgi:app", home, server_env(home, extra))
+    extra = {
+        "BROKER_ADMIN_KEY": admin_key,
+        "BROKER_BUCKETS": str(buckets),
+        "BROKER_RATE_LIMIT": "off",  # the same load through every target: nothing refused
+    }
+    server = Server("broker", "wsgi:app", PROJECT_ROOT, home, server_env(home, extra))
     server.start()
     return server
 
@@ -870,7 +874,7 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
     ).stdout.split("\n", 1)[0]
     say(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
     say(f"client:  {' '.join(curl_version.split()[:2])} (--upload-file: streams from disk)")
-    say(f"server:  {gunicorn_facts(server_env(workdir / 'probe', {}))}; {WORKERS} workers")
+    say(f"server:  gunicorn wsgi:app, {WORKERS} workers")
     say(
         "put:     "
         + (
