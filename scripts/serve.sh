@@ -5,7 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ ! -x .venv/bin/python ]; then
+  echo "broker: creating .venv (first run)" >&2
   python3 -m venv .venv
+fi
+if [ ! -x .venv/bin/broker ]; then
+  echo "broker: installing the broker and its dependencies into .venv (first run: about a minute)" >&2
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e .
 
@@ -20,4 +24,5 @@ if [ -z "${BROKER_ADMIN_KEY:-}" ]; then
   export BROKER_ADMIN_KEY
   echo "broker: admin key in $key_file" >&2
 fi
+echo "broker: to pick the port: PORT=9000 $0 (or $0 --port 9000)" >&2
 exec .venv/bin/broker serve "$@"
