@@ -53,6 +53,13 @@ def mp(
     )
 
 
+def _put_parts(h: Harness, created: dict[str, Any], data: bytes) -> None:
+    """PUT each planned part of ``data`` to its own signed URL; storage takes every one."""
+    for part in created["upload"]["parts"]:
+        body = data[part["offset"] : part["offset"] + part["size"]]
+        assert h.put(part | {"method": "PUT"}, body).status_code == 200
+
+
 def _complete_together(h: Harness, key: dict[str, str], path: str) -> list[tuple[int, Any]]:
     """POST ``path`` from CALLERS threads at once; each answer's status and JSON body."""
     start = threading.Barrier(CALLERS)
@@ -102,9 +109,7 @@ def _fifty_completes(
         mime_type="application/x-test",
         sha256=hashlib.sha256(data).hexdigest(),
     )
-    for part in created["upload"]["parts"]:
-        body = data[part["offset"] : part["offset"] + part["size"]]
-        assert mp.put(part | {"method": "PUT"}, body).status_code == 200
+    _put_parts(mp, created, data)
 
     storage = mp.multipart
     joins: list[ObjectInfo] = []
@@ -152,9 +157,7 @@ def test_a_join_held_elsewhere_is_in_progress_then_reports_the_joined_object(
     acme = mp.key("acme")
     data = _data(PART + 1)
     created = mp.declare(acme, name="held.bin", size=len(data), mime_type="application/x-test")
-    for part in created["upload"]["parts"]:
-        body = data[part["offset"] : part["offset"] + part["size"]]
-        assert mp.put(part | {"method": "PUT"}, body).status_code == 200
+    _put_parts(mp, created, data)
     record = mp.record(created["id"])
     assert record.upload_id is not None
     local = mp.local
@@ -188,9 +191,7 @@ def test_a_join_under_way_in_another_process_is_in_progress_not_missing(mp: Harn
     acme = mp.key("acme")
     data = _data(PART + 1)
     created = mp.declare(acme, name="elsewhere.bin", size=len(data), mime_type="x/test")
-    for part in created["upload"]["parts"]:
-        body = data[part["offset"] : part["offset"] + part["size"]]
-        assert mp.put(part | {"method": "PUT"}, body).status_code == 200
+    _put_parts(mp, created, data)
     record = mp.record(created["id"])
     assert record.upload_id is not None
     assert record.joining_since is None
@@ -219,9 +220,7 @@ def test_a_join_storage_refuses_clears_the_mark(
     acme = mp.key("acme")
     data = _data(PART + 1)
     created = mp.declare(acme, name="refused.bin", size=len(data), mime_type="x/test")
-    for part in created["upload"]["parts"]:
-        body = data[part["offset"] : part["offset"] + part["size"]]
-        assert mp.put(part | {"method": "PUT"}, body).status_code == 200
+    _put_parts(mp, created, data)
 
     def refuse(*_: object) -> ObjectInfo:
         raise BrokerError("upload.part_missing", "Storage refused the parts (InvalidPart).")
